@@ -1,0 +1,231 @@
+/*
+ * unswag.h - the public C API of libunswag.
+ *
+ * Forward: y = f(x) computed exactly (fp32 arithmetic, one rounding to the
+ * output dtype) and, instead of x, a k-bit code of x kept for backward.
+ * Backward: dx = dy * level[code].  Exact for the relu family (1 bit);
+ * an L2-optimal piecewise-constant approximation of f' for silu/gelu.
+ *
+ * Conventions (see docs/ and DESIGN.md):
+ *  - every call returns an unswag_status; UNSWAG_OK is 0;
+ *  - on error no output byte is written;
+ *  - tensors are raw pointers + element count + dtype; no call allocates,
+ *    locks or touches global mutable state on the hot path;
+ *  - CUDA entry points take the stream as void* and never allocate,
+ *    synchronise or copy to the host.
+ */
+#ifndef UNSWAG_H
+#define UNSWAG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define UNSWAG_VERSION_MAJOR 0
+#define UNSWAG_VERSION_MINOR 1
+#define UNSWAG_VERSION_PATCH 0
+#define UNSWAG_VERSION_NUMBER \
+  (UNSWAG_VERSION_MAJOR * 10000 + UNSWAG_VERSION_MINOR * 100 + UNSWAG_VERSION_PATCH)
+
+#if defined(_WIN32) && defined(UNSWAG_BUILDING_SHARED)
+#define UNSWAG_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define UNSWAG_API __attribute__((visibility("default")))
+#else
+#define UNSWAG_API
+#endif
+
+/* ---- status ------------------------------------------------------------ */
+
+typedef enum unswag_status {
+  UNSWAG_OK = 0,
+  UNSWAG_ERR_NULL_POINTER = 1,     /* a required pointer is NULL (n > 0)    */
+  UNSWAG_ERR_SIZE_OVERFLOW = 2,    /* a byte count would overflow size_t    */
+  UNSWAG_ERR_BAD_DTYPE = 3,        /* unknown dtype                         */
+  UNSWAG_ERR_BAD_ACTIVATION = 4,   /* unknown activation                    */
+  UNSWAG_ERR_BAD_BITS = 5,         /* bits not valid for this activation    */
+  UNSWAG_ERR_BAD_PARAM = 6,        /* e.g. hardtanh lo >= hi, NaN slope     */
+  UNSWAG_ERR_BAD_CODEBOOK = 7,     /* unsorted / non-finite codebook        */
+  UNSWAG_ERR_NO_MEMORY = 8,        /* the codebook fitter could not allocate */
+  UNSWAG_ERR_CUDA_NOT_BUILT = 9,   /* library built without CUDA            */
+  UNSWAG_ERR_CUDA_NO_DEVICE = 10,  /* CUDA built, but no usable device      */
+  UNSWAG_ERR_CUDA_LAUNCH = 11,     /* a CUDA launch failed                  */
+  UNSWAG_ERR_BAD_POINTER = 12,     /* pointer not usable on this device     */
+  UNSWAG_STATUS_COUNT_ = 13
+} unswag_status;
+
+/* Static name of a status, e.g. "UNSWAG_ERR_BAD_BITS: bits not valid ...". */
+UNSWAG_API const char *unswag_status_string(unswag_status status);
+
+/* Detail of the last error raised on the calling thread ("" if none). */
+UNSWAG_API const char *unswag_last_error(void);
+
+UNSWAG_API int unswag_version(void);               /* UNSWAG_VERSION_NUMBER */
+UNSWAG_API const char *unswag_version_string(void); /* "0.1.0"              */
+
+/* ---- element types -------------------------------------------------------- */
+
+typedef enum unswag_dtype {
+  UNSWAG_F32 = 0,
+  UNSWAG_F16 = 1,
+  UNSWAG_BF16 = 2,
+  UNSWAG_DTYPE_COUNT_ = 3
+} unswag_dtype;
+
+/* Bytes per element, or 0 for an unknown dtype. */
+UNSWAG_API size_t unswag_dtype_size(unswag_dtype dtype);
+
+/* Conversions (round to nearest even; NaN stays NaN, Inf stays Inf,
+ * subnormals kept).  Exposed so bindings and tests agree bit for bit. */
+UNSWAG_API float unswag_f16_to_f32(uint16_t h);
+UNSWAG_API uint16_t unswag_f32_to_f16(float f);
+UNSWAG_API float unswag_bf16_to_f32(uint16_t b);
+UNSWAG_API uint16_t unswag_f32_to_bf16(float f);
+
+/* ---- activations ------------------------------------------------------------ */
+
+typedef enum unswag_activation {
+  /* exact family: 1 bit, gradient exact */
+  UNSWAG_RELU = 0,
+  UNSWAG_LEAKY_RELU = 1, /* param slope                   */
+  UNSWAG_RELU6 = 2,
+  UNSWAG_HARDTANH = 3,   /* params lo < hi                */
+  /* smooth: k in {1,2,4,8}, codebook approximation of f' */
+  UNSWAG_SILU = 4,
+  UNSWAG_GELU = 5,       /* erf form                      */
+  UNSWAG_GELU_TANH = 6,  /* tanh approximation            */
+  UNSWAG_ACTIVATION_COUNT_ = 7
+} unswag_activation;
+
+/* Name ("relu", "gelu_tanh", ...) or NULL for an unknown activation. */
+UNSWAG_API const char *unswag_activation_name(unswag_activation act);
+
+/* 1 for the exact (relu) family, 0 for smooth activations, -1 if unknown. */
+UNSWAG_API int unswag_activation_is_exact(unswag_activation act);
+
+#define UNSWAG_MAX_BITS 8
+#define UNSWAG_MAX_LEVELS 256
+
+/* A piecewise-constant approximation of f' with 2^bits pieces.
+ * code(x) = number of boundaries b_j with x > b_j (NaN -> 0). */
+typedef struct unswag_codebook {
+  int bits;                                  /* 1, 2, 4 or 8               */
+  float boundaries[UNSWAG_MAX_LEVELS - 1];   /* 2^bits - 1 used, increasing */
+  float levels[UNSWAG_MAX_LEVELS];           /* 2^bits used                */
+  double rms_error; /* weighted RMS of f' - q under the fit's weighting    */
+} unswag_codebook;
+
+/* What one forward/backward pair computes.  Zero-initialise, then set. */
+typedef struct unswag_op {
+  unswag_activation act;
+  int bits;                        /* 1 for exact family; 1,2,4,8 smooth     */
+  float slope;                     /* leaky_relu negative slope (finite)     */
+  float lo, hi;                    /* hardtanh bounds (finite, lo < hi)      */
+  const unswag_codebook *codebook; /* smooth only; NULL = built-in table     */
+} unswag_op;
+
+/* Convenience initialisers (defaults: slope 0.01, hardtanh [-1, 1]). */
+UNSWAG_API unswag_op unswag_op_make(unswag_activation act, int bits);
+
+/* Checks an op: returns the status a kernel call with it would return. */
+UNSWAG_API unswag_status unswag_op_validate(const unswag_op *op);
+
+/* ---- code buffers ----------------------------------------------------------- */
+
+/* ceil(n * bits / 8): the code buffer size.  UNSWAG_ERR_SIZE_OVERFLOW if
+ * that or n * sizeof(element) cannot be represented. */
+UNSWAG_API unswag_status unswag_code_bytes(size_t n, int bits, size_t *out_bytes);
+
+/* ---- codebooks -------------------------------------------------------------- */
+
+/* The built-in codebook of a smooth activation at k bits (fitted under a
+ * standard normal weighting; see unswag_codebook_fit). */
+UNSWAG_API unswag_status unswag_codebook_builtin(unswag_activation act, int bits,
+                                                 unswag_codebook *out);
+
+/* Checks bits, finiteness and strictly increasing boundaries. */
+UNSWAG_API unswag_status unswag_codebook_validate(const unswag_codebook *cb);
+
+/* A derivative to approximate: returns f'(x). */
+typedef double (*unswag_derivative_fn)(double x, void *user);
+
+/* Exact derivative of a built-in smooth activation (for fits and tests). */
+UNSWAG_API double unswag_derivative(unswag_activation act, double x);
+
+/* Weighting of the L2 fit.  If hist_counts is NULL: normal(0, sigma)
+ * density.  Otherwise a histogram of observed inputs: hist_bins counts
+ * over equal bins of [hist_lo, hist_hi] (mass outside is ignored). */
+typedef struct unswag_fit_options {
+  double sigma;              /* > 0; 0 means 1.0                           */
+  const double *hist_counts; /* optional histogram (non-negative, sum > 0) */
+  size_t hist_bins;
+  double hist_lo, hist_hi;
+  size_t grid_cells;         /* 0 means default (8192)                     */
+  double range;              /* grid covers [-range, range]; 0: 16*sigma or
+                                the histogram range                         */
+} unswag_fit_options;
+
+/* L2-optimal piecewise-constant approximation with 2^bits pieces of
+ * deriv(x) under the weighting of opts (NULL = standard normal): dynamic
+ * programming over grid cells (global optimum on the grid), levels =
+ * weighted interval means, rms_error = weighted RMS error.  Allocates
+ * scratch memory (not a hot-path call). */
+UNSWAG_API unswag_status unswag_codebook_fit(unswag_derivative_fn deriv, void *user,
+                                             int bits, const unswag_fit_options *opts,
+                                             unswag_codebook *out);
+
+/* ---- CPU kernels ------------------------------------------------------------ */
+
+/* forward: y[i] = f(x[i]) in dtype; codes = packed ceil(n*bits/8) bytes.
+ * backward: dx[i] = dy[i] * level[code_i] (exact family: select, bitwise
+ * equal to the framework's backward).  x may alias y, dy may alias dx. */
+UNSWAG_API unswag_status unswag_forward(const unswag_op *op, unswag_dtype dtype,
+                                        const void *x, void *y, uint8_t *codes,
+                                        size_t n);
+UNSWAG_API unswag_status unswag_backward(const unswag_op *op, unswag_dtype dtype,
+                                         const void *dy, const uint8_t *codes,
+                                         void *dx, size_t n);
+
+typedef enum unswag_cpu_path {
+  UNSWAG_PATH_AUTO = 0,     /* vectorised, threaded when n is large     */
+  UNSWAG_PATH_SCALAR = 1,   /* plain scalar loop (the reference kernel)  */
+  UNSWAG_PATH_VECTOR = 2,   /* vectorised, one thread                   */
+  UNSWAG_PATH_THREADED = 3, /* vectorised, num_threads threads          */
+  UNSWAG_PATH_COUNT_ = 4
+} unswag_cpu_path;
+
+typedef struct unswag_cpu_options {
+  unswag_cpu_path path;
+  int num_threads; /* 0 = the machine's cores; capped at the core count */
+} unswag_cpu_options;
+
+UNSWAG_API unswag_status unswag_forward_advanced(const unswag_op *op, unswag_dtype dtype,
+                                                 const void *x, void *y, uint8_t *codes,
+                                                 size_t n, const unswag_cpu_options *opts);
+UNSWAG_API unswag_status unswag_backward_advanced(const unswag_op *op, unswag_dtype dtype,
+                                                  const void *dy, const uint8_t *codes,
+                                                  void *dx, size_t n,
+                                                  const unswag_cpu_options *opts);
+
+/* ---- CUDA kernels ----------------------------------------------------------- */
+
+/* 1 if the library was built with CUDA, else 0. */
+UNSWAG_API int unswag_cuda_built(void);
+
+/* Same semantics as the CPU calls; pointers are device pointers, the work
+ * is queued on `stream` (a cudaStream_t, NULL = legacy default stream). */
+UNSWAG_API unswag_status unswag_forward_cuda(const unswag_op *op, unswag_dtype dtype,
+                                             const void *x, void *y, uint8_t *codes,
+                                             size_t n, void *stream);
+UNSWAG_API unswag_status unswag_backward_cuda(const unswag_op *op, unswag_dtype dtype,
+                                              const void *dy, const uint8_t *codes,
+                                              void *dx, size_t n, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* UNSWAG_H */

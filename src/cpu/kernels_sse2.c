@@ -1,0 +1,3 @@
+/* The sse2 variant of the CPU kernels (flags set in CMakeLists.txt). */
+#define KERNEL_NAME(name) unswag_cpu_##name##_sse2
+#include "kernels.inc"
