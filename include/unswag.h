@@ -210,6 +210,20 @@ UNSWAG_API unswag_status unswag_backward_advanced(const unswag_op *op, unswag_dt
                                                   void *dx, size_t n,
                                                   const unswag_cpu_options *opts);
 
+/* ---- gated MLP elementwise part (SwiGLU / GeGLU) ----------------------------- */
+
+/* h = act(g) * u, act in {UNSWAG_SILU, UNSWAG_GELU, UNSWAG_GELU_TANH},
+ * computed in fp32 (fp32 dtype: double) with one rounding to dtype.
+ * Nothing approximated: the gated paths keep g and u (or recompute them). */
+UNSWAG_API unswag_status unswag_gated_forward(unswag_activation act, unswag_dtype dtype,
+                                              const void *g, const void *u, void *h,
+                                              size_t n);
+/* dg = dh * u * act'(g), du = dh * act(g) (exact derivative, fp32 math,
+ * one rounding each).  dg may alias g, du may alias u. */
+UNSWAG_API unswag_status unswag_gated_backward(unswag_activation act, unswag_dtype dtype,
+                                               const void *dh, const void *g, const void *u,
+                                               void *dg, void *du, size_t n);
+
 /* ---- CUDA kernels ----------------------------------------------------------- */
 
 /* 1 if the library was built with CUDA, else 0. */
@@ -223,6 +237,13 @@ UNSWAG_API unswag_status unswag_forward_cuda(const unswag_op *op, unswag_dtype d
 UNSWAG_API unswag_status unswag_backward_cuda(const unswag_op *op, unswag_dtype dtype,
                                               const void *dy, const uint8_t *codes,
                                               void *dx, size_t n, void *stream);
+UNSWAG_API unswag_status unswag_gated_forward_cuda(unswag_activation act, unswag_dtype dtype,
+                                                   const void *g, const void *u, void *h,
+                                                   size_t n, void *stream);
+UNSWAG_API unswag_status unswag_gated_backward_cuda(unswag_activation act,
+                                                    unswag_dtype dtype, const void *dh,
+                                                    const void *g, const void *u, void *dg,
+                                                    void *du, size_t n, void *stream);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,155 @@
+"""ctypes loader for libunswag.
+
+Importing this module never fails: if the native library is missing, the
+first call through `lib()` raises an error that says what to do.
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+
+_LIB = None
+_LOAD_ERROR: str | None = None
+
+# enums of include/unswag.h
+OK = 0
+F32, F16, BF16 = 0, 1, 2
+RELU, LEAKY_RELU, RELU6, HARDTANH, SILU, GELU, GELU_TANH = range(7)
+ACTIVATIONS = {"relu": RELU, "leaky_relu": LEAKY_RELU, "relu6": RELU6, "hardtanh": HARDTANH,
+               "silu": SILU, "gelu": GELU, "gelu_tanh": GELU_TANH}
+EXACT = {"relu", "leaky_relu", "relu6", "hardtanh"}
+STATUS_CUDA_NOT_BUILT = 9
+
+
+class UnswagError(RuntimeError):
+    """An error status returned by libunswag, or a missing native library."""
+
+
+class Codebook(ctypes.Structure):
+    _fields_ = [("bits", ctypes.c_int),
+                ("boundaries", ctypes.c_float * 255),
+                ("levels", ctypes.c_float * 256),
+                ("rms_error", ctypes.c_double)]
+
+
+class Op(ctypes.Structure):
+    _fields_ = [("act", ctypes.c_int), ("bits", ctypes.c_int), ("slope", ctypes.c_float),
+                ("lo", ctypes.c_float), ("hi", ctypes.c_float),
+                ("codebook", ctypes.POINTER(Codebook))]
+
+
+def _candidates():
+    env = os.environ.get("UNSWAG_LIBRARY")
+    if env:
+        yield env
+    here = os.path.dirname(os.path.abspath(__file__))
+    for pattern in ("lib/libunswag.so*", "lib/libunswag*.dylib", "lib/unswag.dll"):
+        yield from sorted(glob.glob(os.path.join(here, pattern)))
+    # a development build tree next to the sources
+    root = os.path.dirname(os.path.dirname(here))
+    yield from sorted(glob.glob(os.path.join(root, "build", "libunswag.so*")))
+
+
+def _declare(l):
+    c = ctypes
+    vp, sz, i, st = c.c_void_p, c.c_size_t, c.c_int, c.c_int
+    sigs = {
+        "unswag_status_string": ([i], c.c_char_p),
+        "unswag_last_error": ([], c.c_char_p),
+        "unswag_version_string": ([], c.c_char_p),
+        "unswag_cuda_built": ([], i),
+        "unswag_code_bytes": ([sz, i, c.POINTER(sz)], st),
+        "unswag_codebook_builtin": ([i, i, c.POINTER(Codebook)], st),
+        "unswag_op_validate": ([c.POINTER(Op)], st),
+        "unswag_forward": ([c.POINTER(Op), i, vp, vp, vp, sz], st),
+        "unswag_backward": ([c.POINTER(Op), i, vp, vp, vp, sz], st),
+        "unswag_forward_cuda": ([c.POINTER(Op), i, vp, vp, vp, sz, vp], st),
+        "unswag_backward_cuda": ([c.POINTER(Op), i, vp, vp, vp, sz, vp], st),
+    }
+    optional = {
+        "unswag_gated_forward": ([i, i, vp, vp, vp, sz], st),
+        "unswag_gated_backward": ([i, i, vp, vp, vp, vp, vp, sz], st),
+        "unswag_gated_forward_cuda": ([i, i, vp, vp, vp, sz, vp], st),
+        "unswag_gated_backward_cuda": ([i, i, vp, vp, vp, vp, vp, sz, vp], st),
+    }
+    for name, (args, res) in list(sigs.items()) + list(optional.items()):
+        if not hasattr(l, name):
+            if name in sigs:
+                raise OSError(f"{name} missing from {l._name}")
+            continue
+        f = getattr(l, name)
+        f.argtypes, f.restype = args, res
+
+
+def lib():
+    """The loaded library; raises UnswagError with a remedy if unavailable."""
+    global _LIB, _LOAD_ERROR
+    if _LIB is not None:
+        return _LIB
+    if _LOAD_ERROR is None:
+        tried = []
+        for path in _candidates():
+            try:
+                l = ctypes.CDLL(path)
+                _declare(l)
+                _LIB = l
+                return l
+            except OSError as e:
+                tried.append(f"{path}: {e}")
+        _LOAD_ERROR = ("libunswag (the native library) was not found or failed to load"
+                       + (" (tried: " + "; ".join(tried) + ")" if tried else "")
+                       + ". Reinstall with `pip install .` from the UnSwag source tree "
+                         "(needs CMake and a C compiler), or point UNSWAG_LIBRARY at libunswag.so.")
+    raise UnswagError(_LOAD_ERROR)
+
+
+def available() -> bool:
+    try:
+        lib()
+        return True
+    except UnswagError:
+        return False
+
+
+def check(status: int, what: str = "") -> None:
+    """Raise UnswagError for a non-OK status, with the library's detail."""
+    if status == OK:
+        return
+    l = lib()
+    name = l.unswag_status_string(status).decode()
+    detail = l.unswag_last_error().decode()
+    msg = f"{what + ': ' if what else ''}{name}" + (f" ({detail})" if detail else "")
+    if status == STATUS_CUDA_NOT_BUILT:
+        msg += ". Reinstall on a machine with nvcc on PATH to build the CUDA kernels."
+    raise UnswagError(msg)
+
+
+def make_op(act: str, bits: int, slope: float = 0.01, lo: float = -1.0, hi: float = 1.0,
+            codebook: Codebook | None = None) -> Op:
+    if act not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {act!r}; expected one of {sorted(ACTIVATIONS)}")
+    op = Op(ACTIVATIONS[act], bits, slope, lo, hi, None)
+    if codebook is not None:
+        op.codebook = ctypes.pointer(codebook)
+    return op
+
+
+def code_bytes(n: int, bits: int) -> int:
+    out = ctypes.c_size_t()
+    check(lib().unswag_code_bytes(n, bits, ctypes.byref(out)), "code_bytes")
+    return out.value
+
+
+def builtin_codebook(act: str, bits: int) -> Codebook:
+    cb = Codebook()
+    check(lib().unswag_codebook_builtin(ACTIVATIONS[act], bits, ctypes.byref(cb)), "codebook")
+    return cb
+
+
+def version() -> str:
+    return lib().unswag_version_string().decode()
+
+
+def cuda_built() -> bool:
+    return bool(lib().unswag_cuda_built())

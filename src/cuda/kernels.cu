@@ -1,0 +1,726 @@
+/*
+ * kernels.cu - the CUDA forward and backward kernels and their entry points.
+ *
+ * Same semantics as the CPU kernels (src/cpu/kernels.inc), element for
+ * element: the per-element math is the act_math.h code the CPU runs, compiled
+ * for the device with --fmad=false, so codes and 16-bit outputs are the same
+ * bits (fp32 outputs of smooth activations go through CUDA's double exp/erfc:
+ * within 1 ulp).
+ *
+ * Work is split in groups of 8 elements, whose codes are whole bytes
+ * (bits bytes a group).  A thread handles kUnroll groups per trip of a
+ * grid-stride loop; one thread finishes the last partial group.  Two kernel
+ * flavours per (activation, dtype, bits): VEC, taken when both data pointers
+ * are 16-byte aligned, loads and stores a group with 16-byte vectors; the
+ * other loads element by element (byte by byte if a pointer is not even
+ * element-aligned).  Codes go out as one bits-byte word a group when the code
+ * pointer allows it, else byte by byte.
+ *
+ * The codebook travels by value in the kernel parameters (no host-to-device
+ * copy).  Tables of 16 or more entries (8-bit boundaries, 4- and 8-bit
+ * levels) are copied to shared memory at block start, so lookups with a
+ * divergent index are shared-memory reads; smaller ones sit in registers.
+ *
+ * Entry points never allocate, synchronise or copy to the host: CUDA-graph
+ * capturable.  Device queries (SM count, occupancy) are cached per device.
+ */
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "../core/act_math.h"
+#include "../core/internal.h"
+
+namespace {
+
+constexpr int kThreads = 256;    // threads a block
+constexpr int kUnroll = 2;       // groups of 8 elements a thread per loop trip
+constexpr int kMaxDevices = 64;  // devices whose launch geometry is cached
+
+// run-time flags of a launch
+constexpr int kWideCodes = 1;  // code pointer aligned to `bits` bytes
+constexpr int kBytewise = 2;   // a data pointer is not aligned to the element size
+
+// backward kinds: what dx = f(dy, code) does
+constexpr int kSelect = 0;  // relu, relu6, hardtanh: code ? dy : 0
+constexpr int kLeaky = 1;   // leaky_relu:           code ? dy : dy * slope
+constexpr int kScale = 2;   // smooth:               dy * level[code]
+
+__host__ __device__ constexpr bool is_exact(int act) { return act <= UNSWAG_HARDTANH; }
+__host__ __device__ constexpr int elem_size(int dt) { return dt == UNSWAG_F32 ? 4 : 2; }
+
+// ---- kernel parameters (passed by value) ---------------------------------------
+
+template <int BITS>
+struct FwdArgs {
+  float slope, lo, hi;         // exact family (relu6: lo = 0, hi = 6)
+  uint32_t lo_out, hi_out;     // lo, hi in the output dtype (clamp targets)
+  float b[(1 << BITS) - 1];    // smooth: boundaries
+};
+
+template <int BITS>
+struct BwdArgs {
+  float slope;                 // leaky_relu
+  float l[1 << BITS];          // smooth: levels
+};
+
+// ---- element values: bits in a uint32_t (16-bit dtypes zero-extended) ----------
+
+template <int DT>
+__device__ __forceinline__ float to_float(uint32_t bits) {
+  if constexpr (DT == UNSWAG_F32) return us_bits_to_f32(bits);
+  else if constexpr (DT == UNSWAG_BF16) return us_bf16_to_f32((uint16_t)bits);
+  else return us_f16_to_f32((uint16_t)bits);
+}
+
+template <int DT>
+__device__ __forceinline__ uint32_t from_float(float f) {
+  if constexpr (DT == UNSWAG_F32) return us_f32_to_bits(f);
+  else if constexpr (DT == UNSWAG_BF16) return us_f32_to_bf16(f);
+  else return us_f32_to_f16(f);
+}
+
+// f(x) of a smooth activation, as the CPU computes it: float math for the
+// 16-bit dtypes, double math rounded once for fp32.
+template <int ACT, int DT>
+__device__ __forceinline__ uint32_t smooth_value(float v) {
+  if constexpr (DT == UNSWAG_F32) {
+    double r;
+    if constexpr (ACT == UNSWAG_SILU) r = us_silu_f64(v);
+    else if constexpr (ACT == UNSWAG_GELU) r = us_gelu_f64(v);
+    else r = us_gelu_tanh_f64(v);
+    return us_f32_to_bits((float)r);
+  } else {
+    float r;
+    if constexpr (ACT == UNSWAG_SILU) r = us_silu_f32(v);
+    else if constexpr (ACT == UNSWAG_GELU) r = us_gelu_f32(v);
+    else r = us_gelu_tanh_f32(v);
+    return from_float<DT>(r);
+  }
+}
+
+// ---- codebook tables -----------------------------------------------------------
+
+// Boundaries: up to 15 in registers (us_smooth_code's linear count unrolls
+// over constant indices); 255 in shared memory (binary search).
+template <int BITS>
+struct Bounds {
+  float b[(1 << BITS) - 1];
+  __device__ __forceinline__ void init(const float *src, float *) {
+#pragma unroll
+    for (int j = 0; j < (1 << BITS) - 1; ++j) b[j] = src[j];
+  }
+  __device__ __forceinline__ uint32_t code(float v) const { return us_smooth_code(v, b, BITS); }
+};
+
+template <>
+struct Bounds<8> {
+  const float *b;
+  __device__ __forceinline__ void init(const float *src, float *shared) {
+    for (int j = threadIdx.x; j < 255; j += blockDim.x) shared[j] = src[j];
+    b = shared;  // the caller syncs the block before use
+  }
+  __device__ __forceinline__ uint32_t code(float v) const { return us_smooth_code(v, b, 8); }
+};
+
+// Levels: 2 or 4 in registers (selects), 16 or 256 in shared memory.
+template <int BITS>
+struct Levels {
+  static constexpr bool kShared = BITS >= 4;
+  float r[kShared ? 1 : (1 << BITS)];
+  const float *s;
+  __device__ __forceinline__ void init(const float *src, float *shared) {
+    if constexpr (kShared) {
+      for (int j = threadIdx.x; j < (1 << BITS); j += blockDim.x) shared[j] = src[j];
+      s = shared;  // the caller syncs the block before use
+    } else {
+#pragma unroll
+      for (int j = 0; j < (1 << BITS); ++j) r[j] = src[j];
+    }
+  }
+  __device__ __forceinline__ float get(uint32_t c) const {
+    if constexpr (kShared) return s[c];
+    else if constexpr (BITS == 1) return c ? r[1] : r[0];
+    else return (c & 2u) ? ((c & 1u) ? r[3] : r[2]) : ((c & 1u) ? r[1] : r[0]);
+  }
+};
+
+// ---- per-element forward and backward ------------------------------------------
+
+template <int ACT, int DT, int BITS>
+struct FwdMath {
+  float slope, lo, hi;
+  uint32_t lo_out, hi_out;
+  Bounds<BITS> book;
+
+  // returns y's bits, sets the element's code
+  __device__ __forceinline__ uint32_t operator()(uint32_t in, uint32_t &code) const {
+    const float v = to_float<DT>(in);
+    if constexpr (is_exact(ACT)) {
+      if constexpr (ACT == UNSWAG_RELU || ACT == UNSWAG_LEAKY_RELU) {
+        code = v > 0.0f ? 1u : 0u;
+      } else {
+        code = (v > lo && v < hi) ? 1u : 0u;
+      }
+      if constexpr (ACT == UNSWAG_RELU) return (v > 0.0f || v != v) ? in : 0u;
+      else if constexpr (ACT == UNSWAG_LEAKY_RELU) return v > 0.0f ? in : from_float<DT>(v * slope);
+      else return v <= lo ? lo_out : (v >= hi ? hi_out : in);
+    } else {
+      code = book.code(v);
+      return smooth_value<ACT, DT>(v);
+    }
+  }
+};
+
+template <int KIND, int DT, int BITS>
+struct BwdMath {
+  float slope;
+  Levels<BITS> lv;
+
+  __device__ __forceinline__ uint32_t operator()(uint32_t in, uint32_t c) const {
+    if constexpr (KIND == kSelect) return c ? in : 0u;
+    else if constexpr (KIND == kLeaky) return c ? in : from_float<DT>(to_float<DT>(in) * slope);
+    else return from_float<DT>(to_float<DT>(in) * lv.get(c));
+  }
+};
+
+// ---- memory access ---------------------------------------------------------------
+
+// Element i of an array of ES-byte elements; byte by byte when the pointer
+// is not aligned to ES (little-endian, as the device is).
+template <int ES>
+__device__ __forceinline__ uint32_t load_elem(const uint8_t *p, size_t i, bool bytewise) {
+  if (bytewise) {
+    const uint8_t *q = p + i * ES;
+    uint32_t v = 0;
+#pragma unroll
+    for (int k = 0; k < ES; ++k) v |= (uint32_t)q[k] << (8 * k);
+    return v;
+  }
+  if constexpr (ES == 2) return reinterpret_cast<const uint16_t *>(p)[i];
+  else return reinterpret_cast<const uint32_t *>(p)[i];
+}
+
+template <int ES>
+__device__ __forceinline__ void store_elem(uint8_t *p, size_t i, uint32_t v, bool bytewise) {
+  if (bytewise) {
+    uint8_t *q = p + i * ES;
+#pragma unroll
+    for (int k = 0; k < ES; ++k) q[k] = (uint8_t)(v >> (8 * k));
+    return;
+  }
+  if constexpr (ES == 2) reinterpret_cast<uint16_t *>(p)[i] = (uint16_t)v;
+  else reinterpret_cast<uint32_t *>(p)[i] = v;
+}
+
+// Group g (elements 8g .. 8g+7) into e[0..8).
+template <int ES, bool VEC>
+__device__ __forceinline__ void load_group(const uint8_t *p, size_t g, uint32_t e[8], bool bytewise) {
+  if constexpr (VEC && ES == 2) {
+    const uint4 v = reinterpret_cast<const uint4 *>(p)[g];
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      e[2 * k] = w[k] & 0xFFFFu;
+      e[2 * k + 1] = w[k] >> 16;
+    }
+  } else if constexpr (VEC) {
+    const uint4 a = reinterpret_cast<const uint4 *>(p)[2 * g];
+    const uint4 b = reinterpret_cast<const uint4 *>(p)[2 * g + 1];
+    e[0] = a.x, e[1] = a.y, e[2] = a.z, e[3] = a.w;
+    e[4] = b.x, e[5] = b.y, e[6] = b.z, e[7] = b.w;
+  } else {
+#pragma unroll
+    for (int k = 0; k < 8; ++k) e[k] = load_elem<ES>(p, g * 8 + k, bytewise);
+  }
+}
+
+template <int ES, bool VEC>
+__device__ __forceinline__ void store_group(uint8_t *p, size_t g, const uint32_t e[8], bool bytewise) {
+  if constexpr (VEC && ES == 2) {
+    uint4 v;
+    v.x = e[0] | (e[1] << 16);
+    v.y = e[2] | (e[3] << 16);
+    v.z = e[4] | (e[5] << 16);
+    v.w = e[6] | (e[7] << 16);
+    reinterpret_cast<uint4 *>(p)[g] = v;
+  } else if constexpr (VEC) {
+    reinterpret_cast<uint4 *>(p)[2 * g] = make_uint4(e[0], e[1], e[2], e[3]);
+    reinterpret_cast<uint4 *>(p)[2 * g + 1] = make_uint4(e[4], e[5], e[6], e[7]);
+  } else {
+#pragma unroll
+    for (int k = 0; k < 8; ++k) store_elem<ES>(p, g * 8 + k, e[k], bytewise);
+  }
+}
+
+// The BITS code bytes of group g: one word when `wide`, else bytes.
+template <int BITS>
+__device__ __forceinline__ void store_codes(uint8_t *codes, size_t g, uint64_t packed, bool wide) {
+  uint8_t *p = codes + g * BITS;
+  if constexpr (BITS == 1) {
+    *p = (uint8_t)packed;
+  } else {
+    if (wide) {
+      if constexpr (BITS == 2) *reinterpret_cast<uint16_t *>(p) = (uint16_t)packed;
+      else if constexpr (BITS == 4) *reinterpret_cast<uint32_t *>(p) = (uint32_t)packed;
+      else *reinterpret_cast<uint64_t *>(p) = packed;
+    } else {
+#pragma unroll
+      for (int k = 0; k < BITS; ++k) p[k] = (uint8_t)(packed >> (8 * k));
+    }
+  }
+}
+
+template <int BITS>
+__device__ __forceinline__ uint64_t load_codes(const uint8_t *codes, size_t g, bool wide) {
+  const uint8_t *p = codes + g * BITS;
+  if constexpr (BITS == 1) {
+    return *p;
+  } else {
+    if (wide) {
+      if constexpr (BITS == 2) return *reinterpret_cast<const uint16_t *>(p);
+      else if constexpr (BITS == 4) return *reinterpret_cast<const uint32_t *>(p);
+      else return *reinterpret_cast<const uint64_t *>(p);
+    }
+    uint64_t v = 0;
+#pragma unroll
+    for (int k = 0; k < BITS; ++k) v |= (uint64_t)p[k] << (8 * k);
+    return v;
+  }
+}
+
+// ---- kernels -----------------------------------------------------------------------
+
+template <int ACT, int DT, int BITS, bool VEC>
+__global__ void __launch_bounds__(kThreads)
+    forward_kernel(const uint8_t *x, uint8_t *y, uint8_t *codes, size_t n, FwdArgs<BITS> a,
+                   int flags) {
+  constexpr int ES = elem_size(DT);
+  const bool wide = flags & kWideCodes;
+  const bool bytewise = flags & kBytewise;
+
+  FwdMath<ACT, DT, BITS> m;
+  m.slope = a.slope;
+  m.lo = a.lo;
+  m.hi = a.hi;
+  m.lo_out = a.lo_out;
+  m.hi_out = a.hi_out;
+  if constexpr (!is_exact(ACT)) {
+    __shared__ float table[BITS == 8 ? 255 : 1];
+    m.book.init(a.b, table);
+    if constexpr (BITS == 8) __syncthreads();
+  }
+
+  const size_t full = n / 8;  // whole groups
+  const size_t stride = (size_t)gridDim.x * (kThreads * kUnroll);
+  for (size_t g0 = (size_t)blockIdx.x * (kThreads * kUnroll) + threadIdx.x; g0 < full;
+       g0 += stride) {
+    uint32_t e[kUnroll][8];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const size_t g = g0 + (size_t)u * kThreads;
+      if (g < full) load_group<ES, VEC>(x, g, e[u], bytewise);
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const size_t g = g0 + (size_t)u * kThreads;
+      if (g < full) {
+        uint64_t packed = 0;
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+          uint32_t c;
+          e[u][k] = m(e[u][k], c);
+          packed |= (uint64_t)c << (k * BITS);
+        }
+        store_group<ES, VEC>(y, g, e[u], bytewise);
+        store_codes<BITS>(codes, g, packed, wide);
+      }
+    }
+  }
+
+  // the last partial group: one thread, element by element
+  const int rem = (int)(n % 8);
+  if (rem != 0 && blockIdx.x == 0 && threadIdx.x == 0) {
+    const size_t base = full * 8;
+    uint64_t packed = 0;
+    for (int k = 0; k < rem; ++k) {
+      uint32_t c;
+      const uint32_t out = m(load_elem<ES>(x, base + k, bytewise), c);
+      store_elem<ES>(y, base + k, out, bytewise);
+      packed |= (uint64_t)c << (k * BITS);
+    }
+    const int nbytes = (rem * BITS + 7) / 8;  // unused high bits stay zero
+    for (int k = 0; k < nbytes; ++k) codes[full * BITS + k] = (uint8_t)(packed >> (8 * k));
+  }
+}
+
+template <int KIND, int DT, int BITS, bool VEC>
+__global__ void __launch_bounds__(kThreads)
+    backward_kernel(const uint8_t *dy, const uint8_t *codes, uint8_t *dx, size_t n,
+                    BwdArgs<BITS> a, int flags) {
+  constexpr int ES = elem_size(DT);
+  constexpr uint32_t mask = (1u << BITS) - 1u;
+  const bool wide = flags & kWideCodes;
+  const bool bytewise = flags & kBytewise;
+
+  BwdMath<KIND, DT, BITS> m;
+  m.slope = a.slope;
+  if constexpr (KIND == kScale) {
+    __shared__ float table[BITS >= 4 ? (1 << BITS) : 1];
+    m.lv.init(a.l, table);
+    if constexpr (BITS >= 4) __syncthreads();
+  }
+
+  const size_t full = n / 8;
+  const size_t stride = (size_t)gridDim.x * (kThreads * kUnroll);
+  for (size_t g0 = (size_t)blockIdx.x * (kThreads * kUnroll) + threadIdx.x; g0 < full;
+       g0 += stride) {
+    uint32_t e[kUnroll][8];
+    uint64_t packed[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const size_t g = g0 + (size_t)u * kThreads;
+      if (g < full) {
+        load_group<ES, VEC>(dy, g, e[u], bytewise);
+        packed[u] = load_codes<BITS>(codes, g, wide);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const size_t g = g0 + (size_t)u * kThreads;
+      if (g < full) {
+#pragma unroll
+        for (int k = 0; k < 8; ++k)
+          e[u][k] = m(e[u][k], (uint32_t)(packed[u] >> (k * BITS)) & mask);
+        store_group<ES, VEC>(dx, g, e[u], bytewise);
+      }
+    }
+  }
+
+  const int rem = (int)(n % 8);
+  if (rem != 0 && blockIdx.x == 0 && threadIdx.x == 0) {
+    const size_t base = full * 8;
+    const int nbytes = (rem * BITS + 7) / 8;  // read no byte past the buffer
+    uint64_t packed = 0;
+    for (int k = 0; k < nbytes; ++k) packed |= (uint64_t)codes[full * BITS + k] << (8 * k);
+    for (int k = 0; k < rem; ++k) {
+      const uint32_t c = (uint32_t)(packed >> (k * BITS)) & mask;
+      store_elem<ES>(dx, base + k, m(load_elem<ES>(dy, base + k, bytewise), c), bytewise);
+    }
+  }
+}
+
+// ---- launch geometry ------------------------------------------------------------------
+
+// Most blocks worth launching for `kernel` on `dev`: SMs x resident blocks per
+// SM, queried once per (kernel, device) and kept in `cache`.
+int grid_limit(std::atomic<int> *cache, int dev, const void *kernel) {
+  if (dev >= 0 && dev < kMaxDevices) {
+    const int v = cache[dev].load(std::memory_order_relaxed);
+    if (v > 0) return v;
+  }
+  int sms = 0, per_sm = 0;
+  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+      sms <= 0) {
+    (void)cudaGetLastError();
+    sms = 1;
+  }
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0) !=
+          cudaSuccess ||
+      per_sm <= 0) {
+    (void)cudaGetLastError();
+    per_sm = 1;
+  }
+  const int v = sms * per_sm;
+  if (dev >= 0 && dev < kMaxDevices) cache[dev].store(v, std::memory_order_relaxed);
+  return v;
+}
+
+unsigned grid_size(size_t n, int limit) {
+  const size_t per_block = (size_t)kThreads * kUnroll * 8;  // elements a block per trip
+  const size_t want = (n + per_block - 1) / per_block;
+  return (unsigned)(want < 1 ? 1 : (want < (size_t)limit ? want : (size_t)limit));
+}
+
+// What a launcher needs besides the codebook.
+struct Call {
+  const void *in;     // x or dy
+  const uint8_t *codes_in;
+  void *out;          // y or dx
+  uint8_t *codes_out;
+  size_t n;
+  int dev;
+  bool vec;
+  int flags;
+  cudaStream_t stream;
+  const unswag_op *op;
+  const unswag_codebook *cb;
+  unswag_dtype dtype;
+};
+
+template <int ACT, int DT, int BITS, bool VEC>
+void launch_forward(const Call &c) {
+  static std::atomic<int> cache[kMaxDevices];
+  auto kernel = forward_kernel<ACT, DT, BITS, VEC>;
+  FwdArgs<BITS> a;
+  memset(&a, 0, sizeof a);
+  a.slope = c.op->slope;
+  a.lo = ACT == UNSWAG_RELU6 ? 0.0f : c.op->lo;
+  a.hi = ACT == UNSWAG_RELU6 ? 6.0f : c.op->hi;
+  if constexpr (DT == UNSWAG_F32) {
+    a.lo_out = us_f32_to_bits(a.lo);
+    a.hi_out = us_f32_to_bits(a.hi);
+  } else if constexpr (DT == UNSWAG_BF16) {
+    a.lo_out = us_f32_to_bf16(a.lo);
+    a.hi_out = us_f32_to_bf16(a.hi);
+  } else {
+    a.lo_out = us_f32_to_f16(a.lo);
+    a.hi_out = us_f32_to_f16(a.hi);
+  }
+  if constexpr (!is_exact(ACT)) memcpy(a.b, c.cb->boundaries, sizeof a.b);
+  const unsigned blocks = grid_size(c.n, grid_limit(cache, c.dev, (const void *)kernel));
+  kernel<<<blocks, kThreads, 0, c.stream>>>((const uint8_t *)c.in, (uint8_t *)c.out,
+                                            c.codes_out, c.n, a, c.flags);
+}
+
+template <int KIND, int DT, int BITS, bool VEC>
+void launch_backward(const Call &c) {
+  static std::atomic<int> cache[kMaxDevices];
+  auto kernel = backward_kernel<KIND, DT, BITS, VEC>;
+  BwdArgs<BITS> a;
+  memset(&a, 0, sizeof a);
+  a.slope = c.op->slope;
+  if constexpr (KIND == kScale) memcpy(a.l, c.cb->levels, sizeof a.l);
+  const unsigned blocks = grid_size(c.n, grid_limit(cache, c.dev, (const void *)kernel));
+  kernel<<<blocks, kThreads, 0, c.stream>>>((const uint8_t *)c.in, c.codes_in,
+                                            (uint8_t *)c.out, c.n, a, c.flags);
+}
+
+// ---- dispatch: (activation, dtype, bits, vec) -> one specialised kernel --------------
+
+template <int ACT, int DT, int BITS>
+void forward_vec(const Call &c) {
+  if (c.vec) launch_forward<ACT, DT, BITS, true>(c);
+  else launch_forward<ACT, DT, BITS, false>(c);
+}
+
+template <int ACT, int DT>
+void forward_bits(const Call &c) {
+  if constexpr (is_exact(ACT)) {
+    forward_vec<ACT, DT, 1>(c);
+  } else {
+    switch (c.op->bits) {
+      case 1: forward_vec<ACT, DT, 1>(c); break;
+      case 2: forward_vec<ACT, DT, 2>(c); break;
+      case 4: forward_vec<ACT, DT, 4>(c); break;
+      default: forward_vec<ACT, DT, 8>(c); break;
+    }
+  }
+}
+
+template <int ACT>
+void forward_dtype(const Call &c) {
+  switch (c.dtype) {
+    case UNSWAG_F32: forward_bits<ACT, UNSWAG_F32>(c); break;
+    case UNSWAG_F16: forward_bits<ACT, UNSWAG_F16>(c); break;
+    default: forward_bits<ACT, UNSWAG_BF16>(c); break;
+  }
+}
+
+void forward_dispatch(const Call &c) {
+  switch (c.op->act) {
+    case UNSWAG_RELU: forward_dtype<UNSWAG_RELU>(c); break;
+    case UNSWAG_LEAKY_RELU: forward_dtype<UNSWAG_LEAKY_RELU>(c); break;
+    case UNSWAG_RELU6: forward_dtype<UNSWAG_RELU6>(c); break;
+    case UNSWAG_HARDTANH: forward_dtype<UNSWAG_HARDTANH>(c); break;
+    case UNSWAG_SILU: forward_dtype<UNSWAG_SILU>(c); break;
+    case UNSWAG_GELU: forward_dtype<UNSWAG_GELU>(c); break;
+    default: forward_dtype<UNSWAG_GELU_TANH>(c); break;
+  }
+}
+
+template <int KIND, int DT, int BITS>
+void backward_vec(const Call &c) {
+  if (c.vec) launch_backward<KIND, DT, BITS, true>(c);
+  else launch_backward<KIND, DT, BITS, false>(c);
+}
+
+template <int KIND, int DT>
+void backward_bits(const Call &c) {
+  if constexpr (KIND != kScale) {
+    backward_vec<KIND, DT, 1>(c);
+  } else {
+    switch (c.op->bits) {
+      case 1: backward_vec<KIND, DT, 1>(c); break;
+      case 2: backward_vec<KIND, DT, 2>(c); break;
+      case 4: backward_vec<KIND, DT, 4>(c); break;
+      default: backward_vec<KIND, DT, 8>(c); break;
+    }
+  }
+}
+
+template <int KIND>
+void backward_dtype(const Call &c) {
+  switch (c.dtype) {
+    case UNSWAG_F32: backward_bits<KIND, UNSWAG_F32>(c); break;
+    case UNSWAG_F16: backward_bits<KIND, UNSWAG_F16>(c); break;
+    default: backward_bits<KIND, UNSWAG_BF16>(c); break;
+  }
+}
+
+void backward_dispatch(const Call &c) {
+  if (c.op->act == UNSWAG_LEAKY_RELU) backward_dtype<kLeaky>(c);
+  else if (is_exact(c.op->act)) backward_dtype<kSelect>(c);
+  else backward_dtype<kScale>(c);
+}
+
+// ---- checks shared by both entry points --------------------------------------------
+
+// Validation in the CPU order (op, dtype, sizes, null pointers); fills *cb.
+unswag_status validate(const char *fn, const unswag_op *op, unswag_dtype dtype, const void *in,
+                       const void *out, const void *codes, size_t n, unswag_codebook *cb) {
+  unswag_status s = unswag_resolve_op(op, cb);
+  if (s != UNSWAG_OK) return s;
+  if (unswag_dtype_size(dtype) == 0)
+    return unswag_fail(UNSWAG_ERR_BAD_DTYPE, "%s: unknown dtype %d", fn, (int)dtype);
+  size_t nbytes;
+  s = unswag_code_bytes(n, op->bits, &nbytes);
+  if (s != UNSWAG_OK) return s;
+  if (n > 0 && (!in || !out || !codes))
+    return unswag_fail(UNSWAG_ERR_NULL_POINTER, "%s: NULL data or code pointer with n = %zu",
+                       fn, n);
+  return UNSWAG_OK;
+}
+
+unswag_status current_device(const char *fn, int *dev) {
+  const cudaError_t e = cudaGetDevice(dev);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return unswag_fail(UNSWAG_ERR_CUDA_NO_DEVICE, "%s: no usable CUDA device (%s: %s)", fn,
+                       cudaGetErrorName(e), cudaGetErrorString(e));
+  }
+  return UNSWAG_OK;
+}
+
+// A pointer the kernels can dereference on `dev`: device memory of that
+// device, managed memory, or pinned host memory mapped at the same address.
+unswag_status check_pointer(const char *fn, const char *what, const void *p, int dev) {
+  cudaPointerAttributes attr;
+  memset(&attr, 0, sizeof attr);
+  const cudaError_t e = cudaPointerGetAttributes(&attr, p);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return unswag_fail(UNSWAG_ERR_BAD_POINTER, "%s: %s = %p is not a CUDA pointer (%s)", fn,
+                       what, p, cudaGetErrorString(e));
+  }
+  switch (attr.type) {
+    case cudaMemoryTypeDevice:
+      if (attr.device != dev)
+        return unswag_fail(UNSWAG_ERR_BAD_POINTER,
+                           "%s: %s = %p is memory of device %d, the current device is %d", fn,
+                           what, p, attr.device, dev);
+      return UNSWAG_OK;
+    case cudaMemoryTypeManaged:
+      return UNSWAG_OK;
+    case cudaMemoryTypeHost:
+      if (attr.devicePointer == p) return UNSWAG_OK;
+      return unswag_fail(UNSWAG_ERR_BAD_POINTER,
+                         "%s: %s = %p is pinned host memory not mapped at the same device "
+                         "address",
+                         fn, what, p);
+    default:
+      return unswag_fail(UNSWAG_ERR_BAD_POINTER,
+                         "%s: %s = %p is host memory (not allocated or registered with CUDA)",
+                         fn, what, p);
+  }
+}
+
+int flags_for(uintptr_t data_ptrs_or, uintptr_t codes, int bits, size_t es) {
+  int f = 0;
+  if (bits == 1 || codes % (uintptr_t)bits == 0) f |= kWideCodes;
+  if (data_ptrs_or % es != 0) f |= kBytewise;
+  return f;
+}
+
+unswag_status launch_status(const char *fn) {
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess)
+    return unswag_fail(UNSWAG_ERR_CUDA_LAUNCH, "%s: kernel launch failed (%s: %s)", fn,
+                       cudaGetErrorName(e), cudaGetErrorString(e));
+  return UNSWAG_OK;
+}
+
+}  // namespace
+
+// ---- entry points ------------------------------------------------------------------
+
+extern "C" {
+
+int unswag_cuda_built(void) { return 1; }
+
+unswag_status unswag_forward_cuda(const unswag_op *op, unswag_dtype dtype, const void *x,
+                                  void *y, uint8_t *codes, size_t n, void *stream) {
+  static const char fn[] = "unswag_forward_cuda";
+  unswag_codebook cb;
+  memset(&cb, 0, sizeof cb);
+  unswag_status s = validate(fn, op, dtype, x, y, codes, n, &cb);
+  if (s != UNSWAG_OK || n == 0) return s;
+  int dev = 0;
+  if ((s = current_device(fn, &dev)) != UNSWAG_OK) return s;
+  if ((s = check_pointer(fn, "x", x, dev)) != UNSWAG_OK) return s;
+  if ((s = check_pointer(fn, "y", y, dev)) != UNSWAG_OK) return s;
+  if ((s = check_pointer(fn, "codes", codes, dev)) != UNSWAG_OK) return s;
+
+  const uintptr_t data = (uintptr_t)x | (uintptr_t)y;
+  Call c;
+  c.in = x;
+  c.codes_in = nullptr;
+  c.out = y;
+  c.codes_out = codes;
+  c.n = n;
+  c.dev = dev;
+  c.vec = data % 16 == 0;
+  c.flags = flags_for(data, (uintptr_t)codes, op->bits, unswag_dtype_size(dtype));
+  c.stream = (cudaStream_t)stream;
+  c.op = op;
+  c.cb = &cb;
+  c.dtype = dtype;
+  forward_dispatch(c);
+  return launch_status(fn);
+}
+
+unswag_status unswag_backward_cuda(const unswag_op *op, unswag_dtype dtype, const void *dy,
+                                   const uint8_t *codes, void *dx, size_t n, void *stream) {
+  static const char fn[] = "unswag_backward_cuda";
+  unswag_codebook cb;
+  memset(&cb, 0, sizeof cb);
+  unswag_status s = validate(fn, op, dtype, dy, dx, codes, n, &cb);
+  if (s != UNSWAG_OK || n == 0) return s;
+  int dev = 0;
+  if ((s = current_device(fn, &dev)) != UNSWAG_OK) return s;
+  if ((s = check_pointer(fn, "dy", dy, dev)) != UNSWAG_OK) return s;
+  if ((s = check_pointer(fn, "codes", codes, dev)) != UNSWAG_OK) return s;
+  if ((s = check_pointer(fn, "dx", dx, dev)) != UNSWAG_OK) return s;
+
+  const uintptr_t data = (uintptr_t)dy | (uintptr_t)dx;
+  Call c;
+  c.in = dy;
+  c.codes_in = codes;
+  c.out = dx;
+  c.codes_out = nullptr;
+  c.n = n;
+  c.dev = dev;
+  c.vec = data % 16 == 0;
+  c.flags = flags_for(data, (uintptr_t)codes, op->bits, unswag_dtype_size(dtype));
+  c.stream = (cudaStream_t)stream;
+  c.op = op;
+  c.cb = &cb;
+  c.dtype = dtype;
+  backward_dispatch(c);
+  return launch_status(fn);
+}
+
+}  // extern "C"
