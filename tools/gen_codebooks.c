@@ -54,7 +54,8 @@ int main(int argc, char **argv) {
   for (int a = 0; a < 3; ++a)
     for (int b = 0; b < 4; ++b) {
       unswag_activation act = acts[a];
-      unswag_status st = unswag_codebook_fit(derivative_cb, &act, bit_counts[b], NULL, &books[a][b]);
+      unswag_status st =
+          unswag_codebook_fit(derivative_cb, &act, bit_counts[b], NULL, &books[a][b]);
       if (st != UNSWAG_OK) {
         fprintf(stderr, "gen_codebooks: fit %s/%d failed: %s (%s)\n",
                 unswag_activation_name(act), bit_counts[b], unswag_status_string(st),

@@ -41,6 +41,11 @@ static double act_deriv(double x, void *user) {
   return unswag_derivative(*(const unswag_activation *)user, x);
 }
 
+static double identity_deriv(double x, void *user) {
+  (void)user;
+  return x;
+}
+
 /* ---- derivatives ------------------------------------------------------------ */
 
 static double act_value(unswag_activation act, double x) {
@@ -58,7 +63,7 @@ static void test_derivative(void) {
             unswag_activation_name(smooth[a]), x, d, num);
       /* f(x) - f(-x) = x for all three, so f'(x) + f'(-x) = 1 */
       double sym = d + unswag_derivative(smooth[a], -x);
-      CHECK(fabs(sym - 1.0) < 1e-15, "%s'(%g) + %s'(-x) = %.17g, expected 1",
+      CHECK(fabs(sym - 1.0) < 1e-14, "%s'(%g) + %s'(-x) = %.17g, expected 1",
             unswag_activation_name(smooth[a]), x, unswag_activation_name(smooth[a]), sym);
     }
     CHECK(unswag_derivative(smooth[a], INFINITY) == 1.0, "%s'(inf) != 1",
@@ -103,12 +108,17 @@ static void test_builtin_tables(void) {
             "%s: rms at %d bits (%g) not below the previous (%g)", name, bits, table.rms_error,
             prev_rms);
       prev_rms = table.rms_error;
-      /* f'(x) + f'(-x) = 1 under an even weighting: the book is symmetric */
-      int sym = 1;
-      for (int j = 0; j < m - 1; ++j) sym &= table.boundaries[j] == -table.boundaries[m - 2 - j];
-      for (int j = 0; j < m; ++j)
-        sym &= fabs(table.levels[j] + table.levels[m - 1 - j] - 1.0) < 1e-6;
-      CHECK(sym, "%s/%d not symmetric", name, bits);
+      /* f'(x) + f'(-x) = 1 and the weighting is even, so the mirror image of
+       * an optimum (x -> -x, level -> 1 - level) is an optimum too.  silu's is
+       * symmetric; gelu's at 4 bits is one of a mirror pair (two pieces for
+       * the dip at x < 0, one for the overshoot), so only silu is checked. */
+      if (act == UNSWAG_SILU) {
+        int sym = 1;
+        for (int j = 0; j < m - 1; ++j) sym &= table.boundaries[j] == -table.boundaries[m - 2 - j];
+        for (int j = 0; j < m; ++j)
+          sym &= fabs(table.levels[j] + table.levels[m - 1 - j] - 1.0) < 1e-6;
+        CHECK(sym, "%s/%d not symmetric", name, bits);
+      }
     }
   }
 }
@@ -148,15 +158,16 @@ static double brute_force_cost(const double *pw, const double *ps, const double 
   return r;
 }
 
-/* Grid cell index of each boundary (0 if one is not a cell edge). */
+/* Grid cell index of each boundary (0 if one is not a cell edge, to float
+ * precision). */
 static int book_cuts(const unswag_codebook *cb, double lo, double h, int g, int *cuts) {
   int m = 1 << cb->bits;
   cuts[0] = 0;
   cuts[m] = g;
   for (int p = 1; p < m; ++p) {
     double t = ((double)cb->boundaries[p - 1] - lo) / h;
-    cuts[p] = (int)t;
-    if (t != cuts[p] || cuts[p] <= cuts[p - 1] || cuts[p] >= g) return 0;
+    cuts[p] = (int)lround(t);
+    if (fabs(t - cuts[p]) > 1e-3 || cuts[p] <= cuts[p - 1] || cuts[p] >= g) return 0;
   }
   return 1;
 }
@@ -242,8 +253,9 @@ static void test_fit_vs_brute_force(void) {
         if (w > 0) {
           double mean = (ps[cuts[p + 1]] - ps[cuts[p]]) / w;
           means_ok &= fabs(cb.levels[p] - mean) <= 1e-6 * (1 + fabs(mean));
-        } else {
-          means_ok &= isfinite(cb.levels[p]);
+        } else { /* no weight: f' at the middle of the piece */
+          double mid = lo + h * 0.5 * (cuts[p] + cuts[p + 1]);
+          means_ok &= cb.levels[p] == (float)pwlin_deriv(mid, &f);
         }
       }
       for (int p = 1; p < m; ++p)
@@ -301,27 +313,80 @@ static void test_fit_silu_brute_force(void) {
     double best = brute_force_cost(pw, ps, pq, G, m), got = cuts_cost(pw, ps, pq, cuts, m);
     CHECK(fabs(got - best) <= 1e-7 * best, "silu bits %d: fit cost %.17g, brute force %.17g",
           bits, got, best);
-    CHECK(fabs(cb.rms_error - sqrt(best / pw[G])) <= 1e-7 * cb.rms_error,
+    /* the two quadratures differ by ~1e-10 in Q; the cost Q - S^2/W is ~1e-3
+     * of Q at 4 bits, so compare the rms loosely */
+    CHECK(fabs(cb.rms_error - sqrt(best / pw[G])) <= 1e-5 * cb.rms_error,
           "silu bits %d: rms %.17g, brute force %.17g", bits, cb.rms_error, sqrt(best / pw[G]));
   }
 }
 
-/* ---- options: sigma, tails, histograms ----------------------------------------------- */
-
-static double identity_deriv(double x, void *user) {
-  (void)user;
-  return x;
+/* Bins that straddle cells (37 bins over [-3.3, 2.9], a grid of 100 cells
+ * over [-3, 3]): each cell must get exactly the mass of its bin pieces, the
+ * mass outside the grid ignored.  With f' = x the moments are exact. */
+static void test_histogram_straddling(void) {
+  enum { BINS = 37, G = 100 };
+  const double hlo = -3.3, hhi = 2.9, bw = (hhi - hlo) / BINS, range = 3.0, h = 2 * range / G;
+  double counts[BINS], total = 0;
+  for (int j = 0; j < BINS; ++j) {
+    counts[j] = j % 5 == 2 ? 0.0 : 0.5 + rng_uniform();
+    total += counts[j];
+  }
+  double pw[G + 1] = {0}, ps[G + 1] = {0}, pq[G + 1] = {0};
+  for (int i = 0; i < G; ++i) {
+    double a = -range + h * i, b = -range + h * (i + 1), w = 0, s = 0, q = 0;
+    for (int j = 0; j < BINS; ++j) {
+      double u = fmax(a, hlo + bw * j), v = fmin(b, hlo + bw * (j + 1));
+      if (v <= u) continue;
+      double dens = counts[j] / total / bw;
+      w += dens * (v - u);
+      s += dens * (v * v - u * u) / 2;
+      q += dens * (v * v * v - u * u * u) / 3;
+    }
+    pw[i + 1] = pw[i] + w;
+    ps[i + 1] = ps[i] + s;
+    pq[i + 1] = pq[i] + q;
+  }
+  unswag_fit_options o = {0};
+  o.hist_counts = counts;
+  o.hist_bins = BINS;
+  o.hist_lo = hlo;
+  o.hist_hi = hhi;
+  o.range = range;
+  o.grid_cells = G;
+  for (int b = 0; b < 3; ++b) {
+    int bits = all_bits[b], m = 1 << bits, cuts[17];
+    unswag_codebook cb;
+    CHECK(unswag_codebook_fit(identity_deriv, NULL, bits, &o, &cb) == UNSWAG_OK,
+          "straddling bins, bits %d", bits);
+    if (!book_cuts(&cb, -range, h, G, cuts)) {
+      CHECK(0, "straddling bins, bits %d: boundaries not on cell edges", bits);
+      continue;
+    }
+    double best = brute_force_cost(pw, ps, pq, G, m), got = cuts_cost(pw, ps, pq, cuts, m);
+    CHECK(fabs(got - best) <= 1e-9 * best && fabs(cb.rms_error - sqrt(best / pw[G])) <= 1e-9,
+          "straddling bins, bits %d: cost %.17g, brute force %.17g, rms %.17g vs %.17g", bits, got,
+          best, cb.rms_error, sqrt(best / pw[G]));
+    int means_ok = 1;
+    for (int k = 0; k < m; ++k) {
+      double mean = (ps[cuts[k + 1]] - ps[cuts[k]]) / (pw[cuts[k + 1]] - pw[cuts[k]]);
+      means_ok &= fabs(cb.levels[k] - mean) <= 1e-6 * (1 + fabs(mean));
+    }
+    CHECK(means_ok, "straddling bins, bits %d: levels are not the weighted means", bits);
+  }
 }
+
+/* ---- options: sigma, tails, histograms ----------------------------------------------- */
 
 static void test_sigma_and_tails(void) {
   /* f' = x is scale-covariant: at sigma 2 every number doubles, exactly
    * (the grid, the weights and the DP decisions scale by powers of two). */
   for (int b = 0; b < 4; ++b) {
     int bits = all_bits[b], m = 1 << bits, same = 1;
-    unswag_fit_options o2 = {0};
+    unswag_fit_options o1 = {0}, o2 = {0};
+    o1.grid_cells = o2.grid_cells = 2048;
     o2.sigma = 2.0;
     unswag_codebook c1, c2;
-    CHECK(unswag_codebook_fit(identity_deriv, NULL, bits, NULL, &c1) == UNSWAG_OK &&
+    CHECK(unswag_codebook_fit(identity_deriv, NULL, bits, &o1, &c1) == UNSWAG_OK &&
               unswag_codebook_fit(identity_deriv, NULL, bits, &o2, &c2) == UNSWAG_OK,
           "f'=x bits %d", bits);
     for (int j = 0; j < m - 1; ++j) same &= c2.boundaries[j] == 2 * c1.boundaries[j];
@@ -346,7 +411,10 @@ static void test_sigma_and_tails(void) {
 static double normal_cdf(double x) { return 0.5 * erfc(-x / sqrt(2.0)); }
 
 static void test_histograms(void) {
-  /* the normal density binned finely must give (nearly) the normal fit */
+  /* The normal density binned finely (a bin a grid cell) must give nearly
+   * the normal fit on the same grid ([-8, 8], 4096 cells).  Boundaries are
+   * compared at 1 and 2 bits only: at 4 and 8 bits near-ties and mirror
+   * pairs of optima let them move with no change of cost. */
   enum { BINS = 4096 };
   static double counts[BINS];
   for (int j = 0; j < BINS; ++j)
@@ -356,20 +424,53 @@ static void test_histograms(void) {
   o.hist_bins = BINS;
   o.hist_lo = -8.0;
   o.hist_hi = 8.0;
+  o.grid_cells = BINS;
+  unswag_fit_options on = {0};
+  on.range = 8.0;
+  on.grid_cells = BINS;
   for (int a = 0; a < 3; ++a)
     for (int b = 0; b < 4; ++b) {
       int bits = all_bits[b], m = 1 << bits;
       unswag_activation act = smooth[a];
       unswag_codebook ref, cb;
-      unswag_codebook_builtin(act, bits, &ref);
+      if (bits == 8 && act != UNSWAG_SILU) continue; /* the slow ones: once is enough */
+      CHECK(unswag_codebook_fit(act_deriv, &act, bits, &on, &ref) == UNSWAG_OK, "normal fit");
       CHECK(unswag_codebook_fit(act_deriv, &act, bits, &o, &cb) == UNSWAG_OK, "hist fit");
       double db = 0, dl = 0;
       for (int j = 0; j < m - 1; ++j) db = fmax(db, fabs(cb.boundaries[j] - ref.boundaries[j]));
       for (int j = 0; j < m; ++j) dl = fmax(dl, fabs(cb.levels[j] - ref.levels[j]));
-      CHECK(fabs(cb.rms_error / ref.rms_error - 1) < 0.01 && db <= 0.02 && dl < 0.005,
+      CHECK(fabs(cb.rms_error / ref.rms_error - 1) < 1e-4 && (bits > 2 || (db == 0 && dl < 1e-5)),
             "%s/%d histogram of the normal: rms %g vs %g, max boundary diff %g, level diff %g",
             unswag_activation_name(act), bits, cb.rms_error, ref.rms_error, db, dl);
     }
+
+  /* a histogram of random normal samples: close to the built-in book */
+  enum { SAMPLES = 200000, MC_BINS = 256 };
+  static double mc[MC_BINS];
+  for (int t = 0; t < SAMPLES; ++t) { /* Box-Muller */
+    double u = 1.0 - rng_uniform(), v = rng_uniform();
+    double x = sqrt(-2 * log(u)) * cos(2 * PI * v);
+    int j = (int)floor((x + 6.0) / 12.0 * MC_BINS);
+    if (j >= 0 && j < MC_BINS) mc[j] += 1;
+  }
+  o = (unswag_fit_options){0};
+  o.hist_counts = mc;
+  o.hist_bins = MC_BINS;
+  o.hist_lo = -6.0;
+  o.hist_hi = 6.0;
+  for (int b = 0; b < 3; ++b) {
+    unswag_activation act = UNSWAG_SILU;
+    int m = 1 << all_bits[b];
+    unswag_codebook ref, cb;
+    unswag_codebook_builtin(act, all_bits[b], &ref);
+    CHECK(unswag_codebook_fit(act_deriv, &act, all_bits[b], &o, &cb) == UNSWAG_OK, "mc fit");
+    double db = 0, dl = 0;
+    for (int j = 0; j < m - 1; ++j) db = fmax(db, fabs(cb.boundaries[j] - ref.boundaries[j]));
+    for (int j = 0; j < m; ++j) dl = fmax(dl, fabs(cb.levels[j] - ref.levels[j]));
+    CHECK(fabs(cb.rms_error / ref.rms_error - 1) < 0.02 && db < 0.05 && dl < 0.01,
+          "silu/%d from %d samples: rms %g vs %g, max boundary diff %g, level diff %g",
+          all_bits[b], SAMPLES, cb.rms_error, ref.rms_error, db, dl);
+  }
 
   /* empty bins: fewer cells with weight than pieces, a gap, one bin */
   unswag_activation act = UNSWAG_GELU;
@@ -385,7 +486,7 @@ static void test_histograms(void) {
     const double *c;
     size_t bins;
     size_t cells;
-  } cases[] = {{"sparse", sparse, 64, 0}, {"gap", gap, 64, 0}, {"one bin", one, 1, 256},
+  } cases[] = {{"sparse", sparse, 64, 0}, {"gap", gap, 64, 1024}, {"one bin", one, 1, 256},
                {"sparse, coarse grid", sparse, 64, 256}};
   for (size_t t = 0; t < sizeof cases / sizeof cases[0]; ++t)
     for (int b = 0; b < 4; ++b) {
@@ -400,6 +501,18 @@ static void test_histograms(void) {
       CHECK(st == UNSWAG_OK && unswag_codebook_validate(&cb) == UNSWAG_OK &&
                 isfinite(cb.rms_error) && cb.rms_error >= 0,
             "histogram '%s' bits %d: status %d", cases[t].name, all_bits[b], (int)st);
+      /* a piece over empty bins only has no weight: its level is f' at its middle */
+      int m = 1 << all_bits[b], empty_ok = 1;
+      double bw = 8.0 / (double)cases[t].bins;
+      for (int k = 0; k < m && st == UNSWAG_OK; ++k) {
+        double a = k ? cb.boundaries[k - 1] : -4.0, e = k < m - 1 ? cb.boundaries[k] : 4.0;
+        int weight = 0;
+        for (size_t j = 0; j < cases[t].bins; ++j)
+          weight |= cases[t].c[j] > 0 && -4 + bw * (double)j < e && -4 + bw * (double)(j + 1) > a;
+        if (!weight) empty_ok &= cb.levels[k] == (float)unswag_derivative(act, 0.5 * (a + e));
+      }
+      CHECK(empty_ok, "histogram '%s' bits %d: empty piece level is not f' at its middle",
+            cases[t].name, all_bits[b]);
     }
 }
 
@@ -542,6 +655,7 @@ static void test_bad_input(void) {
 
   /* fit: a callback that returns NaN / Inf / overflowing values */
   expect_fit("deriv NaN", PARAM, nan_deriv, NULL, 2, NULL);
+  CHECK(strstr(unswag_last_error(), "deriv(") != NULL, "a NaN from deriv: message names x");
   expect_fit("deriv NaN above 3", PARAM, nan_above_3, NULL, 4, NULL);
   expect_fit("deriv inf at 0", PARAM, inf_at_0, NULL, 1, NULL);
   expect_fit("deriv^2 overflows", PARAM, huge_deriv, NULL, 2, NULL);
@@ -591,6 +705,7 @@ int main(void) {
   test_builtin_tables();
   test_fit_vs_brute_force();
   test_fit_silu_brute_force();
+  test_histogram_straddling();
   test_sigma_and_tails();
   test_histograms();
   test_bad_input();
