@@ -1,0 +1,14 @@
+"""PyTorch bindings of libunswag.
+
+    import unswag.torch as ut
+    y = ut.relu(x)                 # exact, 1 bit kept for backward
+    y = ut.gelu(x, bits=2)         # exact forward, 2-bit backward
+    mlp_out = ut.gated_mlp(x, gate_proj, up_proj, down_proj, act="silu", mode="fused")
+
+Ops are registered under ``torch.ops.unswag`` (see ``unswag.torch.ops``).
+"""
+from . import ops  # noqa: F401
+from .functional import (activation, codebook, gated_act, gelu, hardtanh, leaky_relu,  # noqa: F401
+                         relu, relu6, silu)
+from .gated import GatedMLPFunction, gated_mlp, gated_mlp_weights  # noqa: F401
+from .modules import GELU, Hardtanh, LeakyReLU, ReLU, ReLU6, SiLU  # noqa: F401

@@ -1,0 +1,267 @@
+"""torch.library custom ops over libunswag (CPU and CUDA).
+
+Ops (namespace ``unswag``):
+
+- ``act_forward(x, act, bits, slope, lo, hi) -> (y, codes)``: y = f(x) exactly,
+  codes = packed k-bit code of x (uint8, ``ceil(numel*bits/8)`` bytes).
+- ``act_backward(dy, codes, act, bits, slope, lo, hi) -> dx``.
+- ``gated_forward(g, u, act) -> h``: h = act(g) * u.
+- ``gated_backward(dh, g, u, act) -> (dg, du)``.
+
+Each op has a fake (meta) implementation, so it traces under ``torch.compile``;
+``act_forward`` and ``gated_forward`` carry autograd formulas.  Tensors are
+made contiguous before their ``data_ptr()`` goes to C; CUDA calls get the
+current CUDA stream of the tensor's device.  Unsupported dtypes and devices
+raise a clear error instead of computing something else.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from torch import Tensor
+
+from .. import _native as N
+
+_DTYPES = {torch.float32: N.F32, torch.float16: N.F16, torch.bfloat16: N.BF16}
+_GATED_ACTS = ("silu", "gelu", "gelu_tanh")
+
+
+def _dtype_code(t: Tensor, what: str) -> int:
+    try:
+        return _DTYPES[t.dtype]
+    except KeyError:
+        raise TypeError(f"unswag.{what}: unsupported dtype {t.dtype}; libunswag kernels take "
+                        "float32, float16 or bfloat16 (cast the input first)") from None
+
+
+def _check_device(t: Tensor, what: str) -> None:
+    if t.device.type not in ("cpu", "cuda"):
+        raise NotImplementedError(
+            f"unswag.{what}: tensors on {t.device.type!r} are not supported; libunswag has "
+            "CPU and CUDA kernels (use unswag.jax's pure path, or move the tensor)")
+
+
+def _same_device(what: str, *ts: Tensor) -> None:
+    d = ts[0].device
+    for t in ts[1:]:
+        if t.device != d:
+            raise ValueError(f"unswag.{what}: tensors on different devices ({d} and {t.device})")
+
+
+def _stream(t: Tensor):
+    return ctypes_void(torch.cuda.current_stream(t.device).cuda_stream)
+
+
+def ctypes_void(v: int):
+    import ctypes
+    return ctypes.c_void_p(v)
+
+
+def _ptr(t: Tensor):
+    return ctypes_void(t.data_ptr()) if t.numel() else None
+
+
+def _code_bytes(n, bits: int):
+    # the same formula as unswag_code_bytes; works on SymInts for fake tensors
+    return (n * bits + 7) // 8
+
+
+def _validate_act(act: str, bits: int) -> None:
+    if act not in N.ACTIVATIONS:
+        raise ValueError(f"unswag: unknown activation {act!r}; expected one of "
+                         f"{sorted(N.ACTIVATIONS)}")
+    if act in N.EXACT:
+        if bits != 1:
+            raise ValueError(f"unswag: {act} is exact with 1 bit; got bits={bits}")
+    elif bits not in (1, 2, 4, 8):
+        raise ValueError(f"unswag: bits for {act} must be 1, 2, 4 or 8; got {bits}")
+
+
+def _op(act, bits, slope, lo, hi):
+    import ctypes
+    op = N.make_op(act, bits, slope, lo, hi)
+    return ctypes.byref(op), op
+
+
+def _with_device(t: Tensor):
+    if t.is_cuda:
+        return torch.cuda.device(t.device)
+    import contextlib
+    return contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------- act forward/backward
+
+@torch.library.custom_op("unswag::act_forward", mutates_args=())
+def act_forward(x: Tensor, act: str, bits: int, slope: float, lo: float,
+                hi: float) -> Tuple[Tensor, Tensor]:
+    _validate_act(act, bits)
+    _check_device(x, "act_forward")
+    dt = _dtype_code(x, "act_forward")
+    x = x.contiguous()
+    n = x.numel()
+    y = torch.empty_like(x, memory_format=torch.contiguous_format)
+    codes = torch.empty((_code_bytes(n, bits),), dtype=torch.uint8, device=x.device)
+    l = N.lib()
+    ref, _keep = _op(act, bits, slope, lo, hi)
+    if x.is_cuda:
+        with _with_device(x):
+            st = l.unswag_forward_cuda(ref, dt, _ptr(x), _ptr(y), _ptr(codes), n, _stream(x))
+    else:
+        st = l.unswag_forward(ref, dt, _ptr(x), _ptr(y), _ptr(codes), n)
+    N.check(st, f"act_forward({act}, bits={bits}, {x.dtype}, {x.device})")
+    return y, codes
+
+
+@act_forward.register_fake
+def _(x, act, bits, slope, lo, hi):
+    _validate_act(act, bits)
+    _dtype_code(x, "act_forward")
+    y = torch.empty_like(x, memory_format=torch.contiguous_format)
+    codes = x.new_empty((_code_bytes(x.numel(), bits),), dtype=torch.uint8)
+    return y, codes
+
+
+@torch.library.custom_op("unswag::act_backward", mutates_args=())
+def act_backward(dy: Tensor, codes: Tensor, act: str, bits: int, slope: float, lo: float,
+                 hi: float) -> Tensor:
+    _validate_act(act, bits)
+    _check_device(dy, "act_backward")
+    _same_device("act_backward", dy, codes)
+    dt = _dtype_code(dy, "act_backward")
+    if codes.dtype != torch.uint8:
+        raise TypeError(f"unswag.act_backward: codes must be uint8, got {codes.dtype}")
+    n = dy.numel()
+    if codes.numel() != _code_bytes(n, bits):
+        raise ValueError(f"unswag.act_backward: {codes.numel()} code bytes for {n} elements "
+                         f"at {bits} bits (expected {_code_bytes(n, bits)})")
+    dy = dy.contiguous()
+    codes = codes.contiguous()
+    dx = torch.empty_like(dy, memory_format=torch.contiguous_format)
+    l = N.lib()
+    ref, _keep = _op(act, bits, slope, lo, hi)
+    if dy.is_cuda:
+        with _with_device(dy):
+            st = l.unswag_backward_cuda(ref, dt, _ptr(dy), _ptr(codes), _ptr(dx), n, _stream(dy))
+    else:
+        st = l.unswag_backward(ref, dt, _ptr(dy), _ptr(codes), _ptr(dx), n)
+    N.check(st, f"act_backward({act}, bits={bits}, {dy.dtype}, {dy.device})")
+    return dx
+
+
+@act_backward.register_fake
+def _(dy, codes, act, bits, slope, lo, hi):
+    _validate_act(act, bits)
+    _dtype_code(dy, "act_backward")
+    return torch.empty_like(dy, memory_format=torch.contiguous_format)
+
+
+def _act_setup(ctx, inputs, output):
+    _x, act, bits, slope, lo, hi = inputs
+    _y, codes = output
+    ctx.save_for_backward(codes)
+    ctx.params = (act, bits, slope, lo, hi)
+
+
+def _act_bwd(ctx, dy, _dcodes):
+    (codes,) = ctx.saved_tensors
+    dx = torch.ops.unswag.act_backward(dy, codes, *ctx.params)
+    return dx, None, None, None, None, None
+
+
+torch.library.register_autograd("unswag::act_forward", _act_bwd, setup_context=_act_setup)
+
+
+# ---------------------------------------------------------------- gated (SwiGLU / GeGLU)
+
+def _gated_fn(l, name: str):
+    f = getattr(l, name, None)
+    if f is None:
+        raise N.UnswagError(
+            f"{name} is missing from the loaded libunswag (an older build without the gated "
+            "kernels); rebuild it with `pip install .` from a current UnSwag source tree")
+    return f
+
+
+def _check_gated(act: str, what: str, *ts: Tensor) -> int:
+    if act not in _GATED_ACTS:
+        raise ValueError(f"unswag.{what}: gated activation must be one of {_GATED_ACTS}, "
+                         f"got {act!r}")
+    for t in ts:
+        _check_device(t, what)
+    _same_device(what, *ts)
+    dt = _dtype_code(ts[0], what)
+    for t in ts[1:]:
+        if t.dtype != ts[0].dtype:
+            raise TypeError(f"unswag.{what}: mixed dtypes {ts[0].dtype} and {t.dtype}")
+        if t.shape != ts[0].shape:
+            raise ValueError(f"unswag.{what}: shape mismatch {tuple(ts[0].shape)} vs "
+                             f"{tuple(t.shape)}")
+    return dt
+
+
+@torch.library.custom_op("unswag::gated_forward", mutates_args=())
+def gated_forward(g: Tensor, u: Tensor, act: str) -> Tensor:
+    dt = _check_gated(act, "gated_forward", g, u)
+    g, u = g.contiguous(), u.contiguous()
+    h = torch.empty_like(g, memory_format=torch.contiguous_format)
+    n = g.numel()
+    l = N.lib()
+    a = N.ACTIVATIONS[act]
+    if g.is_cuda:
+        with _with_device(g):
+            st = _gated_fn(l, "unswag_gated_forward_cuda")(a, dt, _ptr(g), _ptr(u), _ptr(h), n,
+                                                           _stream(g))
+    else:
+        st = _gated_fn(l, "unswag_gated_forward")(a, dt, _ptr(g), _ptr(u), _ptr(h), n)
+    N.check(st, f"gated_forward({act}, {g.dtype}, {g.device})")
+    return h
+
+
+@gated_forward.register_fake
+def _(g, u, act):
+    _check_gated(act, "gated_forward", g, u)
+    return torch.empty_like(g, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("unswag::gated_backward", mutates_args=())
+def gated_backward(dh: Tensor, g: Tensor, u: Tensor, act: str) -> Tuple[Tensor, Tensor]:
+    dt = _check_gated(act, "gated_backward", dh, g, u)
+    dh, g, u = dh.contiguous(), g.contiguous(), u.contiguous()
+    dg = torch.empty_like(g, memory_format=torch.contiguous_format)
+    du = torch.empty_like(u, memory_format=torch.contiguous_format)
+    n = g.numel()
+    l = N.lib()
+    a = N.ACTIVATIONS[act]
+    if g.is_cuda:
+        with _with_device(g):
+            st = _gated_fn(l, "unswag_gated_backward_cuda")(
+                a, dt, _ptr(dh), _ptr(g), _ptr(u), _ptr(dg), _ptr(du), n, _stream(g))
+    else:
+        st = _gated_fn(l, "unswag_gated_backward")(a, dt, _ptr(dh), _ptr(g), _ptr(u), _ptr(dg),
+                                                    _ptr(du), n)
+    N.check(st, f"gated_backward({act}, {g.dtype}, {g.device})")
+    return dg, du
+
+
+@gated_backward.register_fake
+def _(dh, g, u, act):
+    _check_gated(act, "gated_backward", dh, g, u)
+    return (torch.empty_like(g, memory_format=torch.contiguous_format),
+            torch.empty_like(u, memory_format=torch.contiguous_format))
+
+
+def _gated_setup(ctx, inputs, output):
+    g, u, act = inputs
+    ctx.save_for_backward(g, u)
+    ctx.act = act
+
+
+def _gated_bwd(ctx, dh):
+    g, u = ctx.saved_tensors
+    dg, du = torch.ops.unswag.gated_backward(dh, g, u, ctx.act)
+    return dg, du, None
+
+
+torch.library.register_autograd("unswag::gated_forward", _gated_bwd, setup_context=_gated_setup)
