@@ -39,4 +39,7 @@ echo "== install + find_package + pkg-config"
 prefix=$(mktemp -d)
 cmake --install build-test --prefix "$prefix" >/dev/null
 bash tests/install/check_install.sh "$prefix"
+# 5. Python: pip install . into a cached venv, then pytest (torch, JAX)
+echo "== python"
+bash scripts/test_python.sh
 echo "all suites passed"

@@ -1,0 +1,206 @@
+/*
+ * gated_math.h - the per-element math of the gated MLP kernels (SwiGLU,
+ * GeGLU): h = act(g) * u and its backward, shared verbatim by the CPU
+ * kernels (src/cpu/gated.c) and the CUDA kernels (src/cuda/gated.cu, built
+ * with --fmad=false), so 16-bit outputs are the same bits on every backend.
+ *
+ * The rules of act_math.h hold here too:
+ *  - 16-bit dtypes: float math with only IEEE +,-,*,/, compares and integer
+ *    ops (exp through us_exp_small); act(g) is exactly act_math.h's value;
+ *  - fp32 dtype: double math through libm / CUDA double math, one rounding
+ *    at the end (within 1 ulp of the correctly rounded value).
+ *
+ * Derivatives (exact, no approximation of f'):
+ *   silu'(x)      = s (1 + x (1 - s)),              s = sigmoid(x)
+ *   gelu'(x)      = Phi(x) + x phi(x),              Phi from erfc, phi = N(0,1) density
+ *   gelu_tanh'(x) = s (1 + x (1 - s) v'(x)),        s = sigmoid(v),
+ *                   v = 2 sqrt(2/pi) (x + 0.044715 x^3)   (0.5 x (1 + tanh(v/2)) = x s)
+ * with 1 - s computed as its own quotient (never as 1 - s), so nothing
+ * cancels except near the one zero of each derivative.
+ *
+ * Conventions: act'(+-Inf) is NaN (as in PyTorch's silu/gelu backward);
+ * every NaN result is written as the positive quiet NaN (0x7FC00000, f16
+ * 0x7E00, bf16 0x7FC0), so CPU and GPU agree byte for byte on NaN too.
+ */
+#ifndef UNSWAG_GATED_MATH_H
+#define UNSWAG_GATED_MATH_H
+
+#include "act_math.h"
+#include "unswag.h"
+
+/* ---- small helpers --------------------------------------------------------- */
+
+UNSWAG_HD float us_qnan_f32(void) { return us_bits_to_f32(0x7FC00000u); }
+
+/* NaN results -> the positive quiet NaN, on the output bits (integer selects
+ * vectorise where a float compare before the conversion would not). */
+UNSWAG_HD uint32_t us_canon_nan32(uint32_t b) {
+  return (b & 0x7FFFFFFFu) > 0x7F800000u ? 0x7FC00000u : b;
+}
+
+UNSWAG_HD uint16_t us_canon_nan16(uint16_t b, int bf16) {
+  uint32_t m = b & 0x7FFFu;
+  if (bf16) return (uint16_t)(m > 0x7F80u ? 0x7FC0u : b);
+  return (uint16_t)(m > 0x7C00u ? 0x7E00u : b);
+}
+
+/* 1 if x is +-Inf */
+UNSWAG_HD int us_is_inf_f32(float x) { return (us_f32_to_bits(x) & 0x7FFFFFFFu) == 0x7F800000u; }
+
+/* 16-bit element <-> float; bf16 is 1 for bfloat16, 0 for IEEE half. */
+UNSWAG_HD float us_16_to_f32(uint16_t b, int bf16) {
+  return bf16 ? us_bf16_to_f32(b) : us_f16_to_f32(b);
+}
+
+UNSWAG_HD uint16_t us_f32_to_16(float f, int bf16) {
+  return bf16 ? us_f32_to_bf16(f) : us_f32_to_f16(f);
+}
+
+/* ---- float (16-bit dtypes) -------------------------------------------------- */
+
+/* erfc(z) for z >= 0: the Chebyshev fit us_gelu_f32 uses (relative error
+ * < 1.2e-7), so Phi below is the Phi inside us_gelu_f32 bit for bit. */
+UNSWAG_HD float us_erfc_pos_f32(float z) {
+  float t = 1.0f / (1.0f + 0.5f * z);
+  float q = 0.17087277f;
+  q = q * t - 0.82215223f;
+  q = q * t + 1.48851587f;
+  q = q * t - 1.13520398f;
+  q = q * t + 0.27886807f;
+  q = q * t - 0.18628806f;
+  q = q * t + 0.09678418f;
+  q = q * t + 0.37409196f;
+  q = q * t + 1.00002368f;
+  q = q * t - 1.26551223f;
+  return t * us_exp_small(q - z * z);
+}
+
+/* Phi(x), the standard normal CDF: no cancellation in the negative tail. */
+UNSWAG_HD float us_norm_cdf_f32(float x) {
+  float e = us_erfc_pos_f32(fabsf(x) * 0.707106781f);
+  return x >= 0.0f ? 1.0f - 0.5f * e : 0.5f * e;
+}
+
+/* silu'(x) = s (1 + x (1 - s)); e = exp(-|x|) so nothing overflows */
+UNSWAG_HD float us_silu_grad_f32(float x) {
+  float e = us_exp_small(-fabsf(x));
+  float r = 1.0f / (1.0f + e);
+  float s = x >= 0.0f ? r : e * r;  /* sigmoid(x)     */
+  float c = x >= 0.0f ? e * r : r;  /* 1 - sigmoid(x) */
+  return s * (1.0f + x * c);
+}
+
+/* gelu'(x) = Phi(x) + x phi(x) */
+UNSWAG_HD float us_gelu_grad_f32(float x) {
+  float phi = 0.398942280f * us_exp_small(-0.5f * (x * x));
+  return us_norm_cdf_f32(x) + x * phi;
+}
+
+/* gelu_tanh'(x) = s (1 + x (1 - s) v'),  s = sigmoid(v).  For |x| >= 16,
+ * |v| > 110, where exp(-|v|) is 0 in float: clamping x there changes no
+ * result and keeps x^2 and x (1 - s) v' finite. */
+UNSWAG_HD float us_gelu_tanh_grad_f32(float x) {
+  float xc = x > 16.0f ? 16.0f : (x < -16.0f ? -16.0f : x); /* NaN stays NaN */
+  float v = 1.59576912f * (xc + 0.044715f * xc * xc * xc);
+  float vp = 1.59576912f * (1.0f + 0.134145f * (xc * xc));
+  float e = us_exp_small(-fabsf(v));
+  float r = 1.0f / (1.0f + e);
+  float s = v >= 0.0f ? r : e * r;
+  float c = v >= 0.0f ? e * r : r;
+  return s * (1.0f + xc * c * vp);
+}
+
+/* act(x): exactly the act_math.h float functions */
+UNSWAG_HD float us_gated_act_f32(int act, float x) {
+  if (act == UNSWAG_SILU) return us_silu_f32(x);
+  if (act == UNSWAG_GELU) return us_gelu_f32(x);
+  return us_gelu_tanh_f32(x);
+}
+
+/* act'(x); NaN for x = +-Inf and NaN */
+UNSWAG_HD float us_gated_grad_f32(int act, float x) {
+  float d;
+  if (act == UNSWAG_SILU) d = us_silu_grad_f32(x);
+  else if (act == UNSWAG_GELU) d = us_gelu_grad_f32(x);
+  else d = us_gelu_tanh_grad_f32(x);
+  return us_is_inf_f32(x) ? us_qnan_f32() : d;
+}
+
+/* ---- double (fp32 dtype) ------------------------------------------------------ */
+
+UNSWAG_HD double us_silu_grad_f64(double x) {
+  double e = exp(-fabs(x));
+  double r = 1.0 / (1.0 + e);
+  double s = x >= 0.0 ? r : e * r;
+  double c = x >= 0.0 ? e * r : r;
+  return s * (1.0 + x * c);
+}
+
+UNSWAG_HD double us_gelu_grad_f64(double x) {
+  double cdf = 0.5 * erfc(-x * 0.70710678118654752440);
+  double phi = 0.39894228040143267794 * exp(-0.5 * (x * x));
+  return cdf + x * phi;
+}
+
+/* fp32 inputs: |x| <= 3.4e38, so x^3 and x (1 - s) v' stay finite in double */
+UNSWAG_HD double us_gelu_tanh_grad_f64(double x) {
+  double v = 1.5957691216057307117 * (x + 0.044715 * x * x * x);
+  double vp = 1.5957691216057307117 * (1.0 + 0.134145 * (x * x));
+  double e = exp(-fabs(v));
+  double r = 1.0 / (1.0 + e);
+  double s = v >= 0.0 ? r : e * r;
+  double c = v >= 0.0 ? e * r : r;
+  return s * (1.0 + x * c * vp);
+}
+
+UNSWAG_HD double us_gated_act_f64(int act, double x) {
+  if (act == UNSWAG_SILU) return us_silu_f64(x);
+  if (act == UNSWAG_GELU) return us_gelu_f64(x);
+  return us_gelu_tanh_f64(x);
+}
+
+/* x is an fp32 value (Inf checked in float) */
+UNSWAG_HD double us_gated_grad_f64(int act, float x) {
+  double d;
+  if (act == UNSWAG_SILU) d = us_silu_grad_f64(x);
+  else if (act == UNSWAG_GELU) d = us_gelu_grad_f64(x);
+  else d = us_gelu_tanh_grad_f64(x);
+  return us_is_inf_f32(x) ? (double)us_qnan_f32() : d;
+}
+
+/* ---- the element operations, on bit patterns ---------------------------------- */
+
+/* h = act(g) * u, 16-bit dtype: float math, one rounding. */
+UNSWAG_HD uint16_t us_gated_fwd16(int act, int bf16, uint16_t g, uint16_t u) {
+  float gv = us_16_to_f32(g, bf16), uv = us_16_to_f32(u, bf16);
+  return us_canon_nan16(us_f32_to_16(us_gated_act_f32(act, gv) * uv, bf16), bf16);
+}
+
+/* h = act(g) * u, fp32: double math, one rounding. */
+UNSWAG_HD uint32_t us_gated_fwd32(int act, uint32_t g, uint32_t u) {
+  float gv = us_bits_to_f32(g), uv = us_bits_to_f32(u);
+  double h = us_gated_act_f64(act, gv) * (double)uv;
+  return us_canon_nan32(us_f32_to_bits((float)h));
+}
+
+/* du = dh * act(g), dg = (dh * u) * act'(g), 16-bit dtype: float math. */
+UNSWAG_HD void us_gated_bwd16(int act, int bf16, uint16_t dh, uint16_t g, uint16_t u,
+                              uint16_t *dg, uint16_t *du) {
+  float dhv = us_16_to_f32(dh, bf16), gv = us_16_to_f32(g, bf16), uv = us_16_to_f32(u, bf16);
+  float a = us_gated_act_f32(act, gv);
+  float d = us_gated_grad_f32(act, gv);
+  *du = us_canon_nan16(us_f32_to_16(dhv * a, bf16), bf16);
+  *dg = us_canon_nan16(us_f32_to_16((dhv * uv) * d, bf16), bf16);
+}
+
+/* The same for fp32 in double (dh * u is exact in double). */
+UNSWAG_HD void us_gated_bwd32(int act, uint32_t dh, uint32_t g, uint32_t u, uint32_t *dg,
+                              uint32_t *du) {
+  float dhv = us_bits_to_f32(dh), gv = us_bits_to_f32(g), uv = us_bits_to_f32(u);
+  double a = us_gated_act_f64(act, gv);
+  double d = us_gated_grad_f64(act, gv);
+  *du = us_canon_nan32(us_f32_to_bits((float)((double)dhv * a)));
+  *dg = us_canon_nan32(us_f32_to_bits((float)(((double)dhv * (double)uv) * d)));
+}
+
+#endif /* UNSWAG_GATED_MATH_H */

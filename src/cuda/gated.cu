@@ -1,0 +1,420 @@
+/*
+ * gated.cu - the CUDA gated MLP kernels (SwiGLU / GeGLU elementwise part):
+ *   forward   h = act(g) * u
+ *   backward  du = dh * act(g),  dg = dh * u * act'(g)
+ *
+ * Same semantics as the CPU kernels (src/cpu/gated.c), element for element:
+ * the per-element math is core/gated_math.h, the code the CPU runs, compiled
+ * for the device with --fmad=false, so 16-bit outputs (NaN included) are the
+ * same bits as on the CPU; fp32 outputs go through CUDA's double exp/erfc
+ * instead of libm's (each within 1 ulp of the correctly rounded value).
+ *
+ * One specialised kernel per (activation, dtype, access mode), grid-stride:
+ *  - kVec:  every pointer 16-byte aligned: 16-byte loads and stores
+ *           (8 elements of fp16/bf16, 4 of fp32), then the tail element-wise;
+ *  - kElem: every pointer element-aligned: one element per load;
+ *  - kByte: some pointer not even element-aligned: byte loads and stores.
+ * A thread reads all inputs of its elements before writing any output, so
+ * dg == g and du == u (and h == g or h == u) are fine.
+ *
+ * Entry points never allocate, synchronise or copy to the host (CUDA-graph
+ * capturable); the launch geometry (SMs x resident blocks) is queried once
+ * per kernel and device and cached.
+ */
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "../core/gated_math.h"
+#include "../core/internal.h"
+
+namespace {
+
+constexpr int kThreads = 256;    // threads a block
+constexpr int kMaxDevices = 64;  // devices whose launch geometry is cached
+
+enum Mode { kVec = 0, kElem = 1, kByte = 2 };
+
+__host__ __device__ constexpr int elem_size(int dt) { return dt == UNSWAG_F32 ? 4 : 2; }
+
+// ---- element access (values as bits in a uint32_t) ------------------------------------
+
+template <int ES, int MODE>
+__device__ __forceinline__ uint32_t load_elem(const uint8_t *p, size_t i) {
+  if constexpr (MODE == kByte) {
+    const uint8_t *q = p + i * ES;
+    uint32_t v = 0;
+#pragma unroll
+    for (int b = 0; b < ES; ++b) v |= (uint32_t)q[b] << (8 * b);
+    return v;
+  } else if constexpr (ES == 4) {
+    return reinterpret_cast<const uint32_t *>(p)[i];
+  } else {
+    return reinterpret_cast<const uint16_t *>(p)[i];
+  }
+}
+
+template <int ES, int MODE>
+__device__ __forceinline__ void store_elem(uint8_t *p, size_t i, uint32_t v) {
+  if constexpr (MODE == kByte) {
+    uint8_t *q = p + i * ES;
+#pragma unroll
+    for (int b = 0; b < ES; ++b) q[b] = (uint8_t)(v >> (8 * b));
+  } else if constexpr (ES == 4) {
+    reinterpret_cast<uint32_t *>(p)[i] = v;
+  } else {
+    reinterpret_cast<uint16_t *>(p)[i] = (uint16_t)v;
+  }
+}
+
+// ---- one element: the shared math ------------------------------------------------------
+
+template <int ACT, int DT>
+__device__ __forceinline__ uint32_t fwd_one(uint32_t g, uint32_t u) {
+  if constexpr (DT == UNSWAG_F32) return us_gated_fwd32(ACT, g, u);
+  else return us_gated_fwd16(ACT, DT == UNSWAG_BF16, (uint16_t)g, (uint16_t)u);
+}
+
+template <int ACT, int DT>
+__device__ __forceinline__ void bwd_one(uint32_t dh, uint32_t g, uint32_t u, uint32_t *dg,
+                                        uint32_t *du) {
+  if constexpr (DT == UNSWAG_F32) {
+    us_gated_bwd32(ACT, dh, g, u, dg, du);
+  } else {
+    uint16_t a, b;
+    us_gated_bwd16(ACT, DT == UNSWAG_BF16, (uint16_t)dh, (uint16_t)g, (uint16_t)u, &a, &b);
+    *dg = a;
+    *du = b;
+  }
+}
+
+// ---- 16-byte vectors: element k of a uint4 ----------------------------------------------
+
+template <int ES>
+__device__ __forceinline__ uint32_t vec_get(const uint4 &v, int k) {
+  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+  if constexpr (ES == 4) return w[k];
+  else return (w[k >> 1] >> (16 * (k & 1))) & 0xFFFFu;
+}
+
+template <int ES>
+__device__ __forceinline__ void vec_set(uint4 &v, int k, uint32_t e) {
+  if constexpr (ES == 4) {
+    (k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w) = e;
+  } else {
+    uint32_t &w = (k >> 1) == 0 ? v.x : (k >> 1) == 1 ? v.y : (k >> 1) == 2 ? v.z : v.w;
+    const int sh = 16 * (k & 1);
+    w = (w & ~(0xFFFFu << sh)) | (e << sh);
+  }
+}
+
+// ---- kernels -------------------------------------------------------------------------------
+
+template <int ACT, int DT, int MODE>
+__global__ void __launch_bounds__(kThreads)
+    gated_forward_kernel(const uint8_t *g, const uint8_t *u, uint8_t *h, size_t n) {
+  constexpr int ES = elem_size(DT);
+  const size_t stride = (size_t)gridDim.x * blockDim.x;
+  const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  size_t done = 0;
+  if constexpr (MODE == kVec) {
+    constexpr int kPer = 16 / ES;
+    const size_t nv = n / kPer;
+    const uint4 *g4 = reinterpret_cast<const uint4 *>(g);
+    const uint4 *u4 = reinterpret_cast<const uint4 *>(u);
+    uint4 *h4 = reinterpret_cast<uint4 *>(h);
+    for (size_t v = tid; v < nv; v += stride) {
+      const uint4 a = g4[v], b = u4[v];
+      uint4 o = make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int k = 0; k < kPer; ++k)
+        vec_set<ES>(o, k, fwd_one<ACT, DT>(vec_get<ES>(a, k), vec_get<ES>(b, k)));
+      h4[v] = o;
+    }
+    done = nv * kPer;
+  }
+  constexpr int M = MODE == kVec ? kElem : MODE;
+  for (size_t i = done + tid; i < n; i += stride)
+    store_elem<ES, M>(h, i, fwd_one<ACT, DT>(load_elem<ES, M>(g, i), load_elem<ES, M>(u, i)));
+}
+
+template <int ACT, int DT, int MODE>
+__global__ void __launch_bounds__(kThreads)
+    gated_backward_kernel(const uint8_t *dh, const uint8_t *g, const uint8_t *u, uint8_t *dg,
+                          uint8_t *du, size_t n) {
+  constexpr int ES = elem_size(DT);
+  const size_t stride = (size_t)gridDim.x * blockDim.x;
+  const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  size_t done = 0;
+  if constexpr (MODE == kVec) {
+    constexpr int kPer = 16 / ES;
+    const size_t nv = n / kPer;
+    const uint4 *dh4 = reinterpret_cast<const uint4 *>(dh);
+    const uint4 *g4 = reinterpret_cast<const uint4 *>(g);
+    const uint4 *u4 = reinterpret_cast<const uint4 *>(u);
+    uint4 *dg4 = reinterpret_cast<uint4 *>(dg);
+    uint4 *du4 = reinterpret_cast<uint4 *>(du);
+    for (size_t v = tid; v < nv; v += stride) {
+      const uint4 a = dh4[v], b = g4[v], c = u4[v];
+      uint4 og = make_uint4(0, 0, 0, 0), ou = make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int k = 0; k < kPer; ++k) {
+        uint32_t eg, eu;
+        bwd_one<ACT, DT>(vec_get<ES>(a, k), vec_get<ES>(b, k), vec_get<ES>(c, k), &eg, &eu);
+        vec_set<ES>(og, k, eg);
+        vec_set<ES>(ou, k, eu);
+      }
+      dg4[v] = og;
+      du4[v] = ou;
+    }
+    done = nv * kPer;
+  }
+  constexpr int M = MODE == kVec ? kElem : MODE;
+  for (size_t i = done + tid; i < n; i += stride) {
+    uint32_t eg, eu;
+    bwd_one<ACT, DT>(load_elem<ES, M>(dh, i), load_elem<ES, M>(g, i), load_elem<ES, M>(u, i),
+                     &eg, &eu);
+    store_elem<ES, M>(dg, i, eg);
+    store_elem<ES, M>(du, i, eu);
+  }
+}
+
+// ---- launch geometry ----------------------------------------------------------------------
+
+// Most blocks worth launching for `kernel` on `dev` (SMs x resident blocks per
+// SM), queried once per (kernel, device) and kept in `cache`.
+int grid_limit(std::atomic<int> *cache, int dev, const void *kernel) {
+  if (dev >= 0 && dev < kMaxDevices) {
+    const int v = cache[dev].load(std::memory_order_relaxed);
+    if (v > 0) return v;
+  }
+  int sms = 0, per_sm = 0;
+  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+      sms <= 0) {
+    (void)cudaGetLastError();
+    sms = 1;
+  }
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0) !=
+          cudaSuccess ||
+      per_sm <= 0) {
+    (void)cudaGetLastError();
+    per_sm = 1;
+  }
+  const int v = sms * per_sm;
+  if (dev >= 0 && dev < kMaxDevices) cache[dev].store(v, std::memory_order_relaxed);
+  return v;
+}
+
+// Blocks for n elements handled `per` to a thread, at most `limit`.
+unsigned grid_size(size_t n, size_t per, int limit) {
+  const size_t per_block = (size_t)kThreads * per;
+  const size_t want = (n + per_block - 1) / per_block;
+  return (unsigned)(want < 1 ? 1 : (want < (size_t)limit ? want : (size_t)limit));
+}
+
+struct Call {
+  const void *dh, *g, *u;  // inputs (dh: backward only)
+  void *h, *dg, *du;       // outputs (h: forward; dg, du: backward)
+  size_t n;
+  int dev;
+  int mode;
+  cudaStream_t stream;
+};
+
+template <int ACT, int DT, int MODE>
+void launch_forward(const Call &c) {
+  static std::atomic<int> cache[kMaxDevices];
+  auto kernel = gated_forward_kernel<ACT, DT, MODE>;
+  const size_t per = MODE == kVec ? 16 / elem_size(DT) : 1;
+  const unsigned blocks = grid_size(c.n, per, grid_limit(cache, c.dev, (const void *)kernel));
+  kernel<<<blocks, kThreads, 0, c.stream>>>((const uint8_t *)c.g, (const uint8_t *)c.u,
+                                            (uint8_t *)c.h, c.n);
+}
+
+template <int ACT, int DT, int MODE>
+void launch_backward(const Call &c) {
+  static std::atomic<int> cache[kMaxDevices];
+  auto kernel = gated_backward_kernel<ACT, DT, MODE>;
+  const size_t per = MODE == kVec ? 16 / elem_size(DT) : 1;
+  const unsigned blocks = grid_size(c.n, per, grid_limit(cache, c.dev, (const void *)kernel));
+  kernel<<<blocks, kThreads, 0, c.stream>>>((const uint8_t *)c.dh, (const uint8_t *)c.g,
+                                            (const uint8_t *)c.u, (uint8_t *)c.dg,
+                                            (uint8_t *)c.du, c.n);
+}
+
+// ---- dispatch: (activation, dtype, mode) -> one specialised kernel ---------------------------
+
+template <bool FWD, int ACT, int DT, int MODE>
+void launch(const Call &c) {
+  if constexpr (FWD) launch_forward<ACT, DT, MODE>(c);
+  else launch_backward<ACT, DT, MODE>(c);
+}
+
+template <bool FWD, int ACT, int DT>
+void by_mode(const Call &c) {
+  switch (c.mode) {
+    case kVec: launch<FWD, ACT, DT, kVec>(c); break;
+    case kElem: launch<FWD, ACT, DT, kElem>(c); break;
+    default: launch<FWD, ACT, DT, kByte>(c); break;
+  }
+}
+
+template <bool FWD, int ACT>
+void by_dtype(const Call &c, unswag_dtype dtype) {
+  switch (dtype) {
+    case UNSWAG_F32: by_mode<FWD, ACT, UNSWAG_F32>(c); break;
+    case UNSWAG_F16: by_mode<FWD, ACT, UNSWAG_F16>(c); break;
+    default: by_mode<FWD, ACT, UNSWAG_BF16>(c); break;
+  }
+}
+
+template <bool FWD>
+void dispatch(const Call &c, unswag_activation act, unswag_dtype dtype) {
+  switch (act) {
+    case UNSWAG_SILU: by_dtype<FWD, UNSWAG_SILU>(c, dtype); break;
+    case UNSWAG_GELU: by_dtype<FWD, UNSWAG_GELU>(c, dtype); break;
+    default: by_dtype<FWD, UNSWAG_GELU_TANH>(c, dtype); break;
+  }
+}
+
+// ---- checks -----------------------------------------------------------------------------------
+
+// Validation in the CPU order: activation, dtype, size, null pointers.
+unswag_status validate(const char *fn, unswag_activation act, unswag_dtype dtype, size_t n,
+                       bool any_null) {
+  if (act != UNSWAG_SILU && act != UNSWAG_GELU && act != UNSWAG_GELU_TANH)
+    return unswag_fail(UNSWAG_ERR_BAD_ACTIVATION,
+                       "%s: activation %d is not a gate activation (silu, gelu, gelu_tanh)", fn,
+                       (int)act);
+  if (unswag_dtype_size(dtype) == 0)
+    return unswag_fail(UNSWAG_ERR_BAD_DTYPE, "%s: unknown dtype %d", fn, (int)dtype);
+  if (n > SIZE_MAX / 4)
+    return unswag_fail(UNSWAG_ERR_SIZE_OVERFLOW, "%s: n = %zu elements overflows size_t bytes",
+                       fn, n);
+  if (n > 0 && any_null)
+    return unswag_fail(UNSWAG_ERR_NULL_POINTER, "%s: NULL tensor pointer with n = %zu", fn, n);
+  return UNSWAG_OK;
+}
+
+unswag_status current_device(const char *fn, int *dev) {
+  const cudaError_t e = cudaGetDevice(dev);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return unswag_fail(UNSWAG_ERR_CUDA_NO_DEVICE, "%s: no usable CUDA device (%s: %s)", fn,
+                       cudaGetErrorName(e), cudaGetErrorString(e));
+  }
+  return UNSWAG_OK;
+}
+
+// A pointer the kernels can dereference on `dev`: device memory of that
+// device, managed memory, or pinned host memory mapped at the same address.
+unswag_status check_pointer(const char *fn, const char *what, const void *p, int dev) {
+  cudaPointerAttributes attr;
+  memset(&attr, 0, sizeof attr);
+  const cudaError_t e = cudaPointerGetAttributes(&attr, p);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return unswag_fail(UNSWAG_ERR_BAD_POINTER, "%s: %s = %p is not a CUDA pointer (%s)", fn,
+                       what, p, cudaGetErrorString(e));
+  }
+  switch (attr.type) {
+    case cudaMemoryTypeDevice:
+      if (attr.device != dev)
+        return unswag_fail(UNSWAG_ERR_BAD_POINTER,
+                           "%s: %s = %p is memory of device %d, the current device is %d", fn,
+                           what, p, attr.device, dev);
+      return UNSWAG_OK;
+    case cudaMemoryTypeManaged:
+      return UNSWAG_OK;
+    case cudaMemoryTypeHost:
+      if (attr.devicePointer == p) return UNSWAG_OK;
+      return unswag_fail(UNSWAG_ERR_BAD_POINTER,
+                         "%s: %s = %p is pinned host memory not mapped at the same device "
+                         "address",
+                         fn, what, p);
+    default:
+      return unswag_fail(UNSWAG_ERR_BAD_POINTER,
+                         "%s: %s = %p is host memory (not allocated or registered with CUDA)",
+                         fn, what, p);
+  }
+}
+
+// The access mode every pointer allows (p_or: all pointers OR-ed together).
+int mode_for(uintptr_t p_or, size_t es) {
+  if (p_or % 16 == 0) return kVec;
+  if (p_or % es == 0) return kElem;
+  return kByte;
+}
+
+unswag_status launch_status(const char *fn) {
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess)
+    return unswag_fail(UNSWAG_ERR_CUDA_LAUNCH, "%s: kernel launch failed (%s: %s)", fn,
+                       cudaGetErrorName(e), cudaGetErrorString(e));
+  return UNSWAG_OK;
+}
+
+}  // namespace
+
+// ---- entry points -----------------------------------------------------------------------------
+
+extern "C" {
+
+unswag_status unswag_gated_forward_cuda(unswag_activation act, unswag_dtype dtype, const void *g,
+                                        const void *u, void *h, size_t n, void *stream) {
+  static const char fn[] = "unswag_gated_forward_cuda";
+  unswag_status s = validate(fn, act, dtype, n, !g || !u || !h);
+  if (s != UNSWAG_OK || n == 0) return s;
+  int dev = 0;
+  if ((s = current_device(fn, &dev)) != UNSWAG_OK) return s;
+  if ((s = check_pointer(fn, "g", g, dev)) != UNSWAG_OK) return s;
+  if ((s = check_pointer(fn, "u", u, dev)) != UNSWAG_OK) return s;
+  if ((s = check_pointer(fn, "h", h, dev)) != UNSWAG_OK) return s;
+
+  Call c;
+  memset(&c, 0, sizeof c);
+  c.g = g;
+  c.u = u;
+  c.h = h;
+  c.n = n;
+  c.dev = dev;
+  c.mode = mode_for((uintptr_t)g | (uintptr_t)u | (uintptr_t)h, unswag_dtype_size(dtype));
+  c.stream = (cudaStream_t)stream;
+  dispatch<true>(c, act, dtype);
+  return launch_status(fn);
+}
+
+unswag_status unswag_gated_backward_cuda(unswag_activation act, unswag_dtype dtype,
+                                         const void *dh, const void *g, const void *u, void *dg,
+                                         void *du, size_t n, void *stream) {
+  static const char fn[] = "unswag_gated_backward_cuda";
+  unswag_status s = validate(fn, act, dtype, n, !dh || !g || !u || !dg || !du);
+  if (s != UNSWAG_OK || n == 0) return s;
+  int dev = 0;
+  if ((s = current_device(fn, &dev)) != UNSWAG_OK) return s;
+  if ((s = check_pointer(fn, "dh", dh, dev)) != UNSWAG_OK) return s;
+  if ((s = check_pointer(fn, "g", g, dev)) != UNSWAG_OK) return s;
+  if ((s = check_pointer(fn, "u", u, dev)) != UNSWAG_OK) return s;
+  if ((s = check_pointer(fn, "dg", dg, dev)) != UNSWAG_OK) return s;
+  if ((s = check_pointer(fn, "du", du, dev)) != UNSWAG_OK) return s;
+
+  Call c;
+  memset(&c, 0, sizeof c);
+  c.dh = dh;
+  c.g = g;
+  c.u = u;
+  c.dg = dg;
+  c.du = du;
+  c.n = n;
+  c.dev = dev;
+  c.mode = mode_for((uintptr_t)dh | (uintptr_t)g | (uintptr_t)u | (uintptr_t)dg | (uintptr_t)du,
+                    unswag_dtype_size(dtype));
+  c.stream = (cudaStream_t)stream;
+  dispatch<false>(c, act, dtype);
+  return launch_status(fn);
+}
+
+}  // extern "C"
