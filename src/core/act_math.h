@@ -50,13 +50,17 @@ UNSWAG_HD uint32_t us_f32_to_bits(float f) {
 
 UNSWAG_HD float us_bf16_to_f32(uint16_t b) { return us_bits_to_f32((uint32_t)b << 16); }
 
-/* Round to nearest even; NaN -> quiet NaN with the sign and top payload. */
+/* NaN payloads and signs depend on the order of operations (x86 and CUDA
+ * differ, and so do scalar and vector code), so every NaN a kernel computes
+ * is written as the one positive quiet NaN of its dtype. */
+UNSWAG_HD float us_canon_nan(float f) { return f != f ? us_bits_to_f32(0x7FC00000u) : f; }
+
+/* Round to nearest even; NaN -> 0x7FC0 (canonical quiet NaN). */
 UNSWAG_HD uint16_t us_f32_to_bf16(float f) {
   uint32_t u = us_f32_to_bits(f);
   uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
   uint32_t is_nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
-  uint32_t quiet = (u >> 16) | 0x40u;
-  return (uint16_t)(is_nan ? quiet : rounded);
+  return (uint16_t)(is_nan ? 0x7FC0u : rounded);
 }
 
 UNSWAG_HD float us_f16_to_f32(uint16_t h) {
@@ -70,7 +74,7 @@ UNSWAG_HD float us_f16_to_f32(uint16_t h) {
   return us_bits_to_f32(sign | mag_bits);
 }
 
-/* Round to nearest even, overflow to Inf, NaN -> 0x7E00 with sign. */
+/* Round to nearest even, overflow to Inf, NaN -> 0x7E00 (canonical). */
 UNSWAG_HD uint16_t us_f32_to_f16(float f) {
   uint32_t u = us_f32_to_bits(f);
   uint32_t sign = (u >> 16) & 0x8000u;
@@ -82,8 +86,8 @@ UNSWAG_HD uint16_t us_f32_to_f16(float f) {
   uint32_t subnormal = us_f32_to_bits(sub) - 0x3F000000u;
   uint32_t r = a < 0x38800000u ? subnormal : normal;
   r = a >= 0x477FF000u ? 0x7C00u : r;   /* rounds to >= 65520: Inf */
-  r = a > 0x7F800000u ? 0x7E00u : r;    /* NaN                      */
-  return (uint16_t)(sign | r);
+  r = a > 0x7F800000u ? 0x7E00u : sign | r; /* NaN: canonical, no sign */
+  return (uint16_t)r;
 }
 
 /* ---- float exp for the 16-bit paths --------------------------------------- */
@@ -119,7 +123,7 @@ UNSWAG_HD float us_exp_small(float a) {
 /* x * sigmoid(x), with exp of -|x| only so nothing overflows */
 UNSWAG_HD float us_silu_f32(float x) {
   float e = us_exp_small(-fabsf(x));
-  float s = x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+  float s = (x >= 0.0f ? 1.0f : e) / (1.0f + e); /* one division, either branch */
   return x * s;
 }
 
@@ -147,7 +151,7 @@ UNSWAG_HD float us_gelu_f32(float x) {
 UNSWAG_HD float us_gelu_tanh_f32(float x) {
   float v = 1.59576912f * (x + 0.044715f * x * x * x);
   float e = us_exp_small(-fabsf(v));
-  float s = v >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+  float s = (v >= 0.0f ? 1.0f : e) / (1.0f + e);
   return x * s;
 }
 

@@ -53,11 +53,11 @@ static uint32_t encode(unswag_dtype dt, double r) {
   float f = (float)r;
   uint32_t u;
   memcpy(&u, &f, 4);
+  if (isnan(r)) return dt == UNSWAG_F32 ? 0x7FC00000u : dt == UNSWAG_F16 ? 0x7E00u : 0x7FC0u;
   if (dt == UNSWAG_F32) return u;
-  if (dt == UNSWAG_BF16) return isnan(r) ? ((u >> 16) | 0x40) : (u >> 16);
+  if (dt == UNSWAG_BF16) return u >> 16;
   uint32_t s = signbit(r) ? 0x8000u : 0;
   double a = fabs(r);
-  if (isnan(r)) return s | 0x7E00u;
   if (isinf(r)) return s | 0x7C00u;
   if (a < ldexp(1.0, -14)) return s | (uint32_t)(a * ldexp(1.0, 24));
   int e = ilogb(a);

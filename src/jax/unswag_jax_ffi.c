@@ -1,0 +1,573 @@
+/*
+ * unswag_jax_ffi.c - XLA FFI handlers for JAX, written in C against the FFI
+ * C API header shipped with jaxlib (xla/ffi/api/c_api.h).
+ *
+ * Four handlers, registered from Python (python/unswag/jax/_ffi.py) with
+ * jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(fn), platform=...):
+ *
+ *   unswag_jax_forward_cpu    (x) -> (y, codes)      platform "cpu"
+ *   unswag_jax_backward_cpu   (dy, codes) -> (dx)    platform "cpu"
+ *   unswag_jax_forward_cuda   (x) -> (y, codes)      platform "CUDA"
+ *   unswag_jax_backward_cuda  (dy, codes) -> (dx)    platform "CUDA"
+ *
+ * Attributes (all optional, looked up by name):
+ *   act (s32, unswag_activation), bits (s32), slope, lo, hi (f32),
+ *   boundaries, levels (f32 arrays: a custom codebook for smooth
+ *   activations; both empty or absent = the built-in table).
+ *
+ * Rows.  x is treated as rows of its last axis: `rows` = product of the
+ * leading dims, each row gets its own ceil(len*bits/8) code bytes, so the
+ * codes buffer holds rows * ceil(len*bits/8) bytes.  A rank-1 x is one row
+ * (the layout of DESIGN.md section 2 for the flattened array); batched
+ * calls under jax.vmap (vmap_method="broadcast_all") add leading axes and
+ * keep each example's codes separate.  When len*bits is a multiple of 8
+ * the rows are contiguous and one library call covers them all.
+ *
+ * Every handler first answers XLA's metadata query (the API version of the
+ * header it was compiled against, and its traits), then checks the call
+ * frame, the stage, the argument and result count, types, dtypes and
+ * sizes, returning typed XLA errors; nothing is written on error.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "unswag.h"
+#include "xla/ffi/api/c_api.h"
+
+#if defined(__SSE__) || defined(__x86_64__) || defined(_M_X64)
+#include <xmmintrin.h>
+#define UNSWAG_JAX_X86_CSR 1
+#endif
+
+#if defined(_WIN32)
+#define UNSWAG_JAX_API __declspec(dllexport)
+#else
+#define UNSWAG_JAX_API __attribute__((visibility("default")))
+#endif
+
+/* ---- errors ----------------------------------------------------------------- */
+
+static XLA_FFI_Error *ffi_error(const XLA_FFI_Api *api, XLA_FFI_Error_Code code,
+                                const char *fmt, ...) {
+  char msg[768];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  XLA_FFI_Error_Create_Args args;
+  memset(&args, 0, sizeof args);
+  args.struct_size = XLA_FFI_Error_Create_Args_STRUCT_SIZE;
+  args.extension_start = NULL;
+  args.message = msg; /* XLA copies the message */
+  args.errc = code;
+  return api->XLA_FFI_Error_Create(&args);
+}
+
+static XLA_FFI_Error_Code code_of_status(unswag_status s) {
+  switch (s) {
+    case UNSWAG_ERR_CUDA_NOT_BUILT:
+    case UNSWAG_ERR_CUDA_NO_DEVICE:
+      return XLA_FFI_Error_Code_FAILED_PRECONDITION;
+    case UNSWAG_ERR_NO_MEMORY:
+      return XLA_FFI_Error_Code_RESOURCE_EXHAUSTED;
+    case UNSWAG_ERR_CUDA_LAUNCH:
+      return XLA_FFI_Error_Code_INTERNAL;
+    case UNSWAG_ERR_SIZE_OVERFLOW:
+      return XLA_FFI_Error_Code_OUT_OF_RANGE;
+    default:
+      return XLA_FFI_Error_Code_INVALID_ARGUMENT;
+  }
+}
+
+static XLA_FFI_Error *status_error(const XLA_FFI_Api *api, const char *fn, unswag_status s) {
+  const char *detail = unswag_last_error();
+  return ffi_error(api, code_of_status(s), "%s: %s%s%s%s", fn, unswag_status_string(s),
+                   detail && *detail ? " (" : "", detail ? detail : "",
+                   detail && *detail ? ")" : "");
+}
+
+/* ---- metadata handshake and frame checks ------------------------------------------- */
+
+/* XLA calls every handler once at registration with a metadata extension
+ * in the frame: we answer the FFI version we were compiled against and
+ * our traits, and do nothing else. */
+static XLA_FFI_Error *answer_metadata(const XLA_FFI_Api *api, XLA_FFI_Extension_Base *ext,
+                                      XLA_FFI_Handler_Traits traits) {
+  XLA_FFI_Metadata_Extension *me = (XLA_FFI_Metadata_Extension *)ext;
+  if (me->extension_base.struct_size < XLA_FFI_Metadata_Extension_STRUCT_SIZE)
+    return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                     "unswag: XLA_FFI_Metadata_Extension has size %zu, expected >= %zu",
+                     me->extension_base.struct_size,
+                     (size_t)XLA_FFI_Metadata_Extension_STRUCT_SIZE);
+  XLA_FFI_Metadata *md = me->metadata;
+  if (!md || md->struct_size < XLA_FFI_STRUCT_SIZE(XLA_FFI_Metadata, traits))
+    return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                     "unswag: XLA_FFI_Metadata is missing or too small (%zu bytes)",
+                     md ? md->struct_size : (size_t)0);
+  md->api_version.struct_size = XLA_FFI_Api_Version_STRUCT_SIZE;
+  md->api_version.extension_start = NULL;
+  md->api_version.major_version = XLA_FFI_API_MAJOR;
+  md->api_version.minor_version = XLA_FFI_API_MINOR;
+  md->traits = traits;
+  return NULL;
+}
+
+/* Checks shared by all handlers.  Returns an error, or NULL to go on;
+ * *done is set when the call was the metadata query. */
+static XLA_FFI_Error *check_frame(XLA_FFI_CallFrame *f, const char *fn, int64_t nargs,
+                                  int64_t nrets, XLA_FFI_Handler_Traits traits, int *done) {
+  *done = 0;
+  if (f->extension_start && f->extension_start->type == XLA_FFI_Extension_Metadata) {
+    *done = 1;
+    return answer_metadata(f->api, f->extension_start, traits);
+  }
+  if (f->struct_size < XLA_FFI_CallFrame_STRUCT_SIZE)
+    return ffi_error(f->api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                     "%s: XLA_FFI_CallFrame has size %zu, expected >= %zu (jaxlib older than "
+                     "the FFI header this library was built with)",
+                     fn, f->struct_size, (size_t)XLA_FFI_CallFrame_STRUCT_SIZE);
+  if (f->stage != XLA_FFI_ExecutionStage_EXECUTE)
+    return ffi_error(f->api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                     "%s: called in stage %d; only the execute stage is implemented", fn,
+                     (int)f->stage);
+  if (f->args.size != nargs || f->rets.size != nrets)
+    return ffi_error(f->api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                     "%s: expected %lld argument(s) and %lld result(s), got %lld and %lld", fn,
+                     (long long)nargs, (long long)nrets, (long long)f->args.size,
+                     (long long)f->rets.size);
+  for (int64_t i = 0; i < nargs; ++i)
+    if (f->args.types[i] != XLA_FFI_ArgType_BUFFER)
+      return ffi_error(f->api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                       "%s: argument %lld is not a buffer", fn, (long long)i);
+  for (int64_t i = 0; i < nrets; ++i)
+    if (f->rets.types[i] != XLA_FFI_RetType_BUFFER)
+      return ffi_error(f->api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                       "%s: result %lld is not a buffer", fn, (long long)i);
+  return NULL;
+}
+
+/* ---- buffers ------------------------------------------------------------------------ */
+
+static const char *dtype_name(XLA_FFI_DataType t) {
+  switch (t) {
+    case XLA_FFI_DataType_F32: return "float32";
+    case XLA_FFI_DataType_F16: return "float16";
+    case XLA_FFI_DataType_BF16: return "bfloat16";
+    case XLA_FFI_DataType_F64: return "float64";
+    case XLA_FFI_DataType_U8: return "uint8";
+    case XLA_FFI_DataType_S32: return "int32";
+    case XLA_FFI_DataType_S64: return "int64";
+    default: return "another element type";
+  }
+}
+
+static int to_unswag_dtype(XLA_FFI_DataType t, unswag_dtype *out) {
+  switch (t) {
+    case XLA_FFI_DataType_F32: *out = UNSWAG_F32; return 1;
+    case XLA_FFI_DataType_F16: *out = UNSWAG_F16; return 1;
+    case XLA_FFI_DataType_BF16: *out = UNSWAG_BF16; return 1;
+    default: return 0;
+  }
+}
+
+static XLA_FFI_Buffer *arg_buffer(XLA_FFI_CallFrame *f, int64_t i) {
+  return (XLA_FFI_Buffer *)f->args.args[i];
+}
+
+static XLA_FFI_Buffer *ret_buffer(XLA_FFI_CallFrame *f, int64_t i) {
+  return (XLA_FFI_Buffer *)f->rets.rets[i];
+}
+
+/* Element count of a buffer; 0 on overflow (reported by the caller via ok). */
+static size_t element_count(const XLA_FFI_Buffer *b, int *ok) {
+  size_t n = 1;
+  *ok = 1;
+  for (int64_t d = 0; d < b->rank; ++d) {
+    if (b->dims[d] < 0) { *ok = 0; return 0; }
+    size_t k = (size_t)b->dims[d];
+    if (k != 0 && n > SIZE_MAX / k) { *ok = 0; return 0; }
+    n *= k;
+  }
+  return n;
+}
+
+static int same_shape(const XLA_FFI_Buffer *a, const XLA_FFI_Buffer *b) {
+  if (a->rank != b->rank) return 0;
+  for (int64_t d = 0; d < a->rank; ++d)
+    if (a->dims[d] != b->dims[d]) return 0;
+  return 1;
+}
+
+/* ---- attributes --------------------------------------------------------------------- */
+
+typedef struct op_attrs {
+  unswag_op op;
+  unswag_codebook cb; /* used when a custom codebook was passed */
+} op_attrs;
+
+static int name_is(const XLA_FFI_ByteSpan *s, const char *name) {
+  size_t len = strlen(name);
+  return s->len == len && memcmp(s->ptr, name, len) == 0;
+}
+
+static XLA_FFI_Error *scalar_int(const XLA_FFI_Api *api, const char *fn, const char *name,
+                                 XLA_FFI_AttrType type, void *attr, int *out) {
+  if (type != XLA_FFI_AttrType_SCALAR)
+    return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                     "%s: attribute %s must be an integer scalar", fn, name);
+  const XLA_FFI_Scalar *s = (const XLA_FFI_Scalar *)attr;
+  switch (s->dtype) {
+    case XLA_FFI_DataType_S32: *out = *(const int32_t *)s->value; return NULL;
+    case XLA_FFI_DataType_S64: {
+      int64_t v = *(const int64_t *)s->value;
+      if (v < INT32_MIN || v > INT32_MAX)
+        return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                         "%s: attribute %s = %lld is out of range", fn, name, (long long)v);
+      *out = (int)v;
+      return NULL;
+    }
+    default:
+      return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                       "%s: attribute %s must be int32 or int64 (got XLA type %d)", fn, name,
+                       (int)s->dtype);
+  }
+}
+
+static XLA_FFI_Error *scalar_float(const XLA_FFI_Api *api, const char *fn, const char *name,
+                                   XLA_FFI_AttrType type, void *attr, float *out) {
+  if (type != XLA_FFI_AttrType_SCALAR)
+    return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                     "%s: attribute %s must be a float scalar", fn, name);
+  const XLA_FFI_Scalar *s = (const XLA_FFI_Scalar *)attr;
+  switch (s->dtype) {
+    case XLA_FFI_DataType_F32: *out = *(const float *)s->value; return NULL;
+    case XLA_FFI_DataType_F64: *out = (float)*(const double *)s->value; return NULL;
+    default:
+      return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                       "%s: attribute %s must be float32 or float64 (got XLA type %d)", fn,
+                       name, (int)s->dtype);
+  }
+}
+
+static XLA_FFI_Error *float_array(const XLA_FFI_Api *api, const char *fn, const char *name,
+                                  XLA_FFI_AttrType type, void *attr, const float **data,
+                                  size_t *size) {
+  if (type != XLA_FFI_AttrType_ARRAY)
+    return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                     "%s: attribute %s must be a float32 array", fn, name);
+  const XLA_FFI_Array *a = (const XLA_FFI_Array *)attr;
+  if (a->size > 0 && a->dtype != XLA_FFI_DataType_F32)
+    return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                     "%s: attribute %s must be a float32 array (got XLA type %d)", fn, name,
+                     (int)a->dtype);
+  *data = (const float *)a->data;
+  *size = a->size;
+  return NULL;
+}
+
+/* Reads the attributes into an op; validates it with the library. */
+static XLA_FFI_Error *read_attrs(XLA_FFI_CallFrame *f, const char *fn, op_attrs *out) {
+  const XLA_FFI_Api *api = f->api;
+  memset(out, 0, sizeof *out);
+  out->op = unswag_op_make(UNSWAG_RELU, 1);
+  const float *bnd = NULL, *lvl = NULL;
+  size_t nb = 0, nl = 0;
+  int have_act = 0;
+  XLA_FFI_Error *err = NULL;
+  for (int64_t i = 0; i < f->attrs.size && !err; ++i) {
+    const XLA_FFI_ByteSpan *name = f->attrs.names[i];
+    XLA_FFI_AttrType type = f->attrs.types[i];
+    void *attr = f->attrs.attrs[i];
+    if (name_is(name, "act")) {
+      int v = 0;
+      err = scalar_int(api, fn, "act", type, attr, &v);
+      out->op.act = (unswag_activation)v;
+      have_act = 1;
+    } else if (name_is(name, "bits")) {
+      err = scalar_int(api, fn, "bits", type, attr, &out->op.bits);
+    } else if (name_is(name, "slope")) {
+      err = scalar_float(api, fn, "slope", type, attr, &out->op.slope);
+    } else if (name_is(name, "lo")) {
+      err = scalar_float(api, fn, "lo", type, attr, &out->op.lo);
+    } else if (name_is(name, "hi")) {
+      err = scalar_float(api, fn, "hi", type, attr, &out->op.hi);
+    } else if (name_is(name, "boundaries")) {
+      err = float_array(api, fn, "boundaries", type, attr, &bnd, &nb);
+    } else if (name_is(name, "levels")) {
+      err = float_array(api, fn, "levels", type, attr, &lvl, &nl);
+    } else {
+      err = ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT, "%s: unknown attribute %.*s",
+                      fn, (int)name->len, name->ptr);
+    }
+  }
+  if (err) return err;
+  if (!have_act)
+    return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT, "%s: attribute act is required",
+                     fn);
+  if (nb > 0 || nl > 0) {
+    int bits = out->op.bits;
+    if (bits < 1 || bits > UNSWAG_MAX_BITS || nl != ((size_t)1 << bits) ||
+        nb != ((size_t)1 << bits) - 1)
+      return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                       "%s: a custom codebook with bits=%d needs 2^bits-1 boundaries and 2^bits "
+                       "levels; got %zu and %zu",
+                       fn, bits, nb, nl);
+    out->cb.bits = bits;
+    memcpy(out->cb.boundaries, bnd, nb * sizeof(float));
+    memcpy(out->cb.levels, lvl, nl * sizeof(float));
+    out->cb.rms_error = 0.0;
+    out->op.codebook = &out->cb;
+  }
+  unswag_status s = unswag_op_validate(&out->op);
+  if (s != UNSWAG_OK) return status_error(api, fn, s);
+  return NULL;
+}
+
+/* ---- shape checks and the row loop ------------------------------------------------- */
+
+typedef struct plan {
+  unswag_dtype dtype;
+  size_t n;         /* all elements                        */
+  size_t rows;      /* product of the leading dims          */
+  size_t row_len;   /* last dim (1 for rank 0)              */
+  size_t row_bytes; /* code bytes of one row                */
+  size_t es;        /* element size                         */
+} plan;
+
+/* data: the float operand (x or dy); other: the float result/operand that
+ * must match it (y or dx); codes: the uint8 buffer. */
+static XLA_FFI_Error *make_plan(const XLA_FFI_Api *api, const char *fn, const unswag_op *op,
+                                const XLA_FFI_Buffer *data, const char *data_name,
+                                const XLA_FFI_Buffer *other, const char *other_name,
+                                const XLA_FFI_Buffer *codes, plan *p) {
+  if (!to_unswag_dtype(data->dtype, &p->dtype))
+    return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                     "%s: %s has dtype %s; unswag supports float32, float16 and bfloat16", fn,
+                     data_name, dtype_name(data->dtype));
+  if (other->dtype != data->dtype || !same_shape(other, data))
+    return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                     "%s: %s must have the dtype and shape of %s", fn, other_name, data_name);
+  if (codes->dtype != XLA_FFI_DataType_U8)
+    return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                     "%s: codes must be uint8, got %s", fn, dtype_name(codes->dtype));
+  int ok = 1, ok2 = 1;
+  p->n = element_count(data, &ok);
+  size_t ncodes = element_count(codes, &ok2);
+  if (!ok || !ok2)
+    return ffi_error(api, XLA_FFI_Error_Code_OUT_OF_RANGE, "%s: buffer size overflows", fn);
+  p->row_len = data->rank > 0 ? (size_t)data->dims[data->rank - 1] : 1;
+  p->rows = p->row_len ? p->n / p->row_len : 0;
+  p->es = unswag_dtype_size(p->dtype);
+  unswag_status s = unswag_code_bytes(p->row_len, op->bits, &p->row_bytes);
+  if (s != UNSWAG_OK) return status_error(api, fn, s);
+  if (p->rows != 0 && p->row_bytes > SIZE_MAX / p->rows)
+    return ffi_error(api, XLA_FFI_Error_Code_OUT_OF_RANGE, "%s: code size overflows", fn);
+  if (ncodes != p->rows * p->row_bytes)
+    return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                     "%s: codes has %zu bytes; %zu row(s) of %zu element(s) at %d bit(s) need "
+                     "%zu",
+                     fn, ncodes, p->rows, p->row_len, op->bits, p->rows * p->row_bytes);
+  return NULL;
+}
+
+/* Rows are contiguous in the code buffer iff each row ends on a byte. */
+static int rows_contiguous(const plan *p, int bits) {
+  return p->rows <= 1 || (p->row_len * (size_t)bits) % 8 == 0;
+}
+
+typedef unswag_status (*fwd_call)(const unswag_op *op, unswag_dtype dt, const void *x, void *y,
+                                  uint8_t *codes, size_t n, void *stream);
+typedef unswag_status (*bwd_call)(const unswag_op *op, unswag_dtype dt, const void *dy,
+                                  const uint8_t *codes, void *dx, size_t n, void *stream);
+
+static XLA_FFI_Error *run_forward(XLA_FFI_CallFrame *f, const char *fn, fwd_call call,
+                                  void *stream) {
+  op_attrs a;
+  XLA_FFI_Error *err = read_attrs(f, fn, &a);
+  if (err) return err;
+  XLA_FFI_Buffer *x = arg_buffer(f, 0), *y = ret_buffer(f, 0), *codes = ret_buffer(f, 1);
+  plan p;
+  if ((err = make_plan(f->api, fn, &a.op, x, "x", y, "y", codes, &p))) return err;
+  if (p.n == 0) return NULL;
+  if (rows_contiguous(&p, a.op.bits)) {
+    unswag_status s = call(&a.op, p.dtype, x->data, y->data, (uint8_t *)codes->data, p.n, stream);
+    return s == UNSWAG_OK ? NULL : status_error(f->api, fn, s);
+  }
+  for (size_t r = 0; r < p.rows; ++r) {
+    size_t off = r * p.row_len * p.es;
+    unswag_status s = call(&a.op, p.dtype, (const uint8_t *)x->data + off,
+                           (uint8_t *)y->data + off, (uint8_t *)codes->data + r * p.row_bytes,
+                           p.row_len, stream);
+    if (s != UNSWAG_OK) return status_error(f->api, fn, s);
+  }
+  return NULL;
+}
+
+static XLA_FFI_Error *run_backward(XLA_FFI_CallFrame *f, const char *fn, bwd_call call,
+                                   void *stream) {
+  op_attrs a;
+  XLA_FFI_Error *err = read_attrs(f, fn, &a);
+  if (err) return err;
+  XLA_FFI_Buffer *dy = arg_buffer(f, 0), *codes = arg_buffer(f, 1), *dx = ret_buffer(f, 0);
+  plan p;
+  if ((err = make_plan(f->api, fn, &a.op, dy, "dy", dx, "dx", codes, &p))) return err;
+  if (p.n == 0) return NULL;
+  if (rows_contiguous(&p, a.op.bits)) {
+    unswag_status s =
+        call(&a.op, p.dtype, dy->data, (const uint8_t *)codes->data, dx->data, p.n, stream);
+    return s == UNSWAG_OK ? NULL : status_error(f->api, fn, s);
+  }
+  for (size_t r = 0; r < p.rows; ++r) {
+    size_t off = r * p.row_len * p.es;
+    unswag_status s = call(&a.op, p.dtype, (const uint8_t *)dy->data + off,
+                           (const uint8_t *)codes->data + r * p.row_bytes,
+                           (uint8_t *)dx->data + off, p.row_len, stream);
+    if (s != UNSWAG_OK) return status_error(f->api, fn, s);
+  }
+  return NULL;
+}
+
+/* ---- CPU handlers -------------------------------------------------------------------- */
+
+/* XLA:CPU runs its threads with denormals flushed (FTZ/DAZ on x86, FZ on
+ * Arm).  The codes contract (DESIGN.md section 2) is IEEE: a subnormal x > 0
+ * has code 1 and the same bytes as every other backend.  So the CPU handlers
+ * run the kernels with the default floating-point environment and restore
+ * XLA's afterwards. */
+typedef struct fp_env {
+#if defined(UNSWAG_JAX_X86_CSR)
+  unsigned int csr;
+#elif defined(__aarch64__)
+  uint64_t fpcr;
+#else
+  int unused;
+#endif
+} fp_env;
+
+static void fp_ieee_enter(fp_env *e) {
+#if defined(UNSWAG_JAX_X86_CSR)
+  e->csr = _mm_getcsr();
+  _mm_setcsr(e->csr & ~(0x8000u /* FTZ */ | 0x0040u /* DAZ */));
+#elif defined(__aarch64__)
+  uint64_t v;
+  __asm__ __volatile__("mrs %0, fpcr" : "=r"(v));
+  e->fpcr = v;
+  v &= ~(((uint64_t)1 << 24) /* FZ */ | ((uint64_t)1 << 19) /* FZ16 */);
+  __asm__ __volatile__("msr fpcr, %0" : : "r"(v));
+#else
+  (void)e;
+#endif
+}
+
+static void fp_ieee_leave(const fp_env *e) {
+#if defined(UNSWAG_JAX_X86_CSR)
+  _mm_setcsr(e->csr);
+#elif defined(__aarch64__)
+  __asm__ __volatile__("msr fpcr, %0" : : "r"(e->fpcr));
+#else
+  (void)e;
+#endif
+}
+
+/* One thread, vectorised: the handler runs on one of XLA's threads, which
+ * already runs independent ops side by side; the library's OpenMP team
+ * would compete with XLA's pool for the same cores (its spinning workers
+ * made calls 10x slower on a 2-core machine). */
+static const unswag_cpu_options cpu_opts = {UNSWAG_PATH_VECTOR, 1};
+
+static unswag_status cpu_forward(const unswag_op *op, unswag_dtype dt, const void *x, void *y,
+                                 uint8_t *codes, size_t n, void *stream) {
+  (void)stream;
+  fp_env e;
+  fp_ieee_enter(&e);
+  unswag_status s = unswag_forward_advanced(op, dt, x, y, codes, n, &cpu_opts);
+  fp_ieee_leave(&e);
+  return s;
+}
+
+static unswag_status cpu_backward(const unswag_op *op, unswag_dtype dt, const void *dy,
+                                  const uint8_t *codes, void *dx, size_t n, void *stream) {
+  (void)stream;
+  fp_env e;
+  fp_ieee_enter(&e);
+  unswag_status s = unswag_backward_advanced(op, dt, dy, codes, dx, n, &cpu_opts);
+  fp_ieee_leave(&e);
+  return s;
+}
+
+UNSWAG_JAX_API XLA_FFI_Error *unswag_jax_forward_cpu(XLA_FFI_CallFrame *f) {
+  static const char fn[] = "unswag_jax_forward_cpu";
+  int done;
+  XLA_FFI_Error *err = check_frame(f, fn, 1, 2, 0, &done);
+  if (err || done) return err;
+  return run_forward(f, fn, cpu_forward, NULL);
+}
+
+UNSWAG_JAX_API XLA_FFI_Error *unswag_jax_backward_cpu(XLA_FFI_CallFrame *f) {
+  static const char fn[] = "unswag_jax_backward_cpu";
+  int done;
+  XLA_FFI_Error *err = check_frame(f, fn, 2, 1, 0, &done);
+  if (err || done) return err;
+  return run_backward(f, fn, cpu_backward, NULL);
+}
+
+/* ---- CUDA handlers ------------------------------------------------------------------- */
+
+#ifdef UNSWAG_JAX_WITH_CUDA
+
+/* The library's CUDA entry points only queue work on the stream (no
+ * allocation, no synchronisation), but they query pointer attributes, so
+ * we do not claim command-buffer (CUDA graph) compatibility. */
+#define CUDA_TRAITS 0
+
+static XLA_FFI_Error *get_stream(XLA_FFI_CallFrame *f, const char *fn, void **stream) {
+  XLA_FFI_Stream_Get_Args args;
+  memset(&args, 0, sizeof args);
+  args.struct_size = XLA_FFI_Stream_Get_Args_STRUCT_SIZE;
+  args.extension_start = NULL;
+  args.ctx = f->ctx;
+  args.stream = NULL;
+  XLA_FFI_Error *err = f->api->XLA_FFI_Stream_Get(&args);
+  if (err) return err;
+  if (!args.stream)
+    return ffi_error(f->api, XLA_FFI_Error_Code_FAILED_PRECONDITION,
+                     "%s: XLA gave no CUDA stream", fn);
+  *stream = args.stream;
+  return NULL;
+}
+
+UNSWAG_JAX_API XLA_FFI_Error *unswag_jax_forward_cuda(XLA_FFI_CallFrame *f) {
+  static const char fn[] = "unswag_jax_forward_cuda";
+  int done;
+  XLA_FFI_Error *err = check_frame(f, fn, 1, 2, CUDA_TRAITS, &done);
+  if (err || done) return err;
+  void *stream = NULL;
+  if ((err = get_stream(f, fn, &stream))) return err;
+  return run_forward(f, fn, unswag_forward_cuda, stream);
+}
+
+UNSWAG_JAX_API XLA_FFI_Error *unswag_jax_backward_cuda(XLA_FFI_CallFrame *f) {
+  static const char fn[] = "unswag_jax_backward_cuda";
+  int done;
+  XLA_FFI_Error *err = check_frame(f, fn, 2, 1, CUDA_TRAITS, &done);
+  if (err || done) return err;
+  void *stream = NULL;
+  if ((err = get_stream(f, fn, &stream))) return err;
+  return run_backward(f, fn, unswag_backward_cuda, stream);
+}
+
+UNSWAG_JAX_API int unswag_jax_cuda_handlers(void) { return 1; }
+
+#else
+
+UNSWAG_JAX_API int unswag_jax_cuda_handlers(void) { return 0; }
+
+#endif
+
+/* The FFI API version of the header this library was compiled with. */
+UNSWAG_JAX_API int unswag_jax_ffi_api_version(void) {
+  return XLA_FFI_API_MAJOR * 1000 + XLA_FFI_API_MINOR;
+}
