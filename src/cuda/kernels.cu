@@ -5,21 +5,32 @@
  * element: the per-element math is the act_math.h code the CPU runs, compiled
  * for the device with --fmad=false, so codes and 16-bit outputs are the same
  * bits (fp32 outputs of smooth activations go through CUDA's double exp/erfc:
- * within 1 ulp).
+ * within 1 ulp).  Computed NaNs are written as the canonical quiet NaN of the
+ * dtype on both sides (x86 and NVIDIA GPUs propagate NaN payloads and signs
+ * differently); NaNs passed through by relu / hardtanh / a select keep their
+ * bits.
  *
  * Work is split in groups of 8 elements, whose codes are whole bytes
- * (bits bytes a group).  A thread handles kUnroll groups per trip of a
- * grid-stride loop; one thread finishes the last partial group.  Two kernel
- * flavours per (activation, dtype, bits): VEC, taken when both data pointers
- * are 16-byte aligned, loads and stores a group with 16-byte vectors; the
- * other loads element by element (byte by byte if a pointer is not even
- * element-aligned).  Codes go out as one bits-byte word a group when the code
- * pointer allows it, else byte by byte.
+ * (bits bytes a group).  A thread handles U groups per trip of a grid-stride
+ * loop; one thread finishes the last partial group.  Two kernel flavours per
+ * (activation, dtype, bits): VEC, taken when both data pointers are 16-byte
+ * aligned, loads and stores a group with 16-byte vectors; the other loads
+ * element by element (byte by byte if a pointer is not even element-aligned).
+ * Codes go out as one bits-byte word a group when the code pointer allows
+ * it, else byte by byte.
+ *
+ * The act_math.h float math costs 60-100 instructions an element with FMA
+ * contraction off, which makes a plain forward of silu/gelu compute-bound at
+ * 30-50% of copy bandwidth.  The bf16 forward of smooth activations therefore
+ * fills, at block start, a shared-memory table of (y, code) for the bf16
+ * inputs that matter (2^-16 <= |x| < 64) with that same per-element code and
+ * looks elements up; the others (zero, tiny, huge, NaN) are computed
+ * directly.  Same bits either way, by construction and by the exhaustive test.
  *
  * The codebook travels by value in the kernel parameters (no host-to-device
- * copy).  Tables of 16 or more entries (8-bit boundaries, 4- and 8-bit
- * levels) are copied to shared memory at block start, so lookups with a
- * divergent index are shared-memory reads; smaller ones sit in registers.
+ * copy).  The 8-bit boundaries and the levels of 2 bits or more are copied to
+ * shared memory at block start, so lookups with a divergent index are
+ * shared-memory reads; up to 15 boundaries and 2 levels sit in registers.
  *
  * Entry points never allocate, synchronise or copy to the host: CUDA-graph
  * capturable.  Device queries (SM count, occupancy) are cached per device.
@@ -36,9 +47,39 @@
 
 namespace {
 
-constexpr int kThreads = 256;    // threads a block
-constexpr int kUnroll = 2;       // groups of 8 elements a thread per loop trip
+// Launch shapes (overridable with -D for tuning experiments), measured on
+// H100: streaming kernels (exact forward, every backward) want small blocks
+// with 4 groups a thread in flight; the table kernels one large block an SM
+// (one table build an SM); compute-bound kernels (fp16 / fp32 smooth forward)
+// gain nothing from unrolling, which would only double their code.
+#ifndef UNSWAG_CUDA_THREADS
+#define UNSWAG_CUDA_THREADS 128
+#endif
+#ifndef UNSWAG_CUDA_UNROLL
+#define UNSWAG_CUDA_UNROLL 4
+#endif
+#ifndef UNSWAG_CUDA_LUT_THREADS
+#define UNSWAG_CUDA_LUT_THREADS 1024
+#endif
+#ifndef UNSWAG_CUDA_LUT_UNROLL
+#define UNSWAG_CUDA_LUT_UNROLL 2
+#endif
+#ifndef UNSWAG_CUDA_COMPUTE_THREADS
+#define UNSWAG_CUDA_COMPUTE_THREADS 256
+#endif
+#ifndef UNSWAG_CUDA_COMPUTE_UNROLL
+#define UNSWAG_CUDA_COMPUTE_UNROLL 1
+#endif
 constexpr int kMaxDevices = 64;  // devices whose launch geometry is cached
+
+// bf16 forward of smooth activations: a per-block shared-memory table of
+// (y | code << 16) for every bf16 input with kLutLo <= |x| bits < kLutHi,
+// i.e. 2^-16 <= |x| < 64: 2 x 2816 entries, 22.5 KB, filled at block start by
+// the same per-element code; other inputs (zero, tiny, huge, NaN) compute
+// directly.  It turns ~60-100 instructions an element into one shared load.
+constexpr uint32_t kLutLo = 0x3780u;  // bf16 bits of 2^-16
+constexpr uint32_t kLutHi = 0x4280u;  // bf16 bits of 64
+constexpr uint32_t kLutSpan = kLutHi - kLutLo;
 
 // run-time flags of a launch
 constexpr int kWideCodes = 1;  // code pointer aligned to `bits` bytes
@@ -51,6 +92,24 @@ constexpr int kScale = 2;   // smooth:               dy * level[code]
 
 __host__ __device__ constexpr bool is_exact(int act) { return act <= UNSWAG_HARDTANH; }
 __host__ __device__ constexpr int elem_size(int dt) { return dt == UNSWAG_F32 ? 4 : 2; }
+__host__ __device__ constexpr bool use_lut(int act, int dt) {
+  return !is_exact(act) && dt == UNSWAG_BF16;
+}
+
+// launch shape of a kernel
+constexpr int kStream = 0, kLut = 1, kCompute = 2;
+__host__ __device__ constexpr int fwd_shape(int act, int dt) {
+  return is_exact(act) ? kStream : (use_lut(act, dt) ? kLut : kCompute);
+}
+// threads a block, and groups of 8 elements a thread handles per loop trip
+__host__ __device__ constexpr int threads_of(int shape) {
+  return shape == kLut ? UNSWAG_CUDA_LUT_THREADS
+                       : (shape == kCompute ? UNSWAG_CUDA_COMPUTE_THREADS : UNSWAG_CUDA_THREADS);
+}
+__host__ __device__ constexpr int unroll_of(int shape) {
+  return shape == kLut ? UNSWAG_CUDA_LUT_UNROLL
+                       : (shape == kCompute ? UNSWAG_CUDA_COMPUTE_UNROLL : UNSWAG_CUDA_UNROLL);
+}
 
 // ---- kernel parameters (passed by value) ---------------------------------------
 
@@ -76,9 +135,11 @@ __device__ __forceinline__ float to_float(uint32_t bits) {
   else return us_f16_to_f32((uint16_t)bits);
 }
 
+// A computed value in the output dtype; a computed NaN is the canonical one
+// (us_canon_nan for fp32, the conversions for 16-bit), as on the CPU.
 template <int DT>
 __device__ __forceinline__ uint32_t from_float(float f) {
-  if constexpr (DT == UNSWAG_F32) return us_f32_to_bits(f);
+  if constexpr (DT == UNSWAG_F32) return us_f32_to_bits(us_canon_nan(f));
   else if constexpr (DT == UNSWAG_BF16) return us_f32_to_bf16(f);
   else return us_f32_to_f16(f);
 }
@@ -92,7 +153,7 @@ __device__ __forceinline__ uint32_t smooth_value(float v) {
     if constexpr (ACT == UNSWAG_SILU) r = us_silu_f64(v);
     else if constexpr (ACT == UNSWAG_GELU) r = us_gelu_f64(v);
     else r = us_gelu_tanh_f64(v);
-    return us_f32_to_bits((float)r);
+    return from_float<DT>((float)r);
   } else {
     float r;
     if constexpr (ACT == UNSWAG_SILU) r = us_silu_f32(v);
@@ -126,10 +187,11 @@ struct Bounds<8> {
   __device__ __forceinline__ uint32_t code(float v) const { return us_smooth_code(v, b, 8); }
 };
 
-// Levels: 2 or 4 in registers (selects), 16 or 256 in shared memory.
+// Levels: 2 in registers (one select), 4 to 256 in shared memory (a
+// two-level select chain measured slower than the shared load).
 template <int BITS>
 struct Levels {
-  static constexpr bool kShared = BITS >= 4;
+  static constexpr bool kShared = BITS >= 2;
   float r[kShared ? 1 : (1 << BITS)];
   const float *s;
   __device__ __forceinline__ void init(const float *src, float *shared) {
@@ -143,8 +205,7 @@ struct Levels {
   }
   __device__ __forceinline__ float get(uint32_t c) const {
     if constexpr (kShared) return s[c];
-    else if constexpr (BITS == 1) return c ? r[1] : r[0];
-    else return (c & 2u) ? ((c & 1u) ? r[3] : r[2]) : ((c & 1u) ? r[1] : r[0]);
+    else return c ? r[1] : r[0];
   }
 };
 
@@ -155,9 +216,63 @@ struct FwdMath {
   float slope, lo, hi;
   uint32_t lo_out, hi_out;
   Bounds<BITS> book;
+  const uint32_t *lut;  // use_lut(ACT, DT) only: the shared table
 
   // returns y's bits, sets the element's code
   __device__ __forceinline__ uint32_t operator()(uint32_t in, uint32_t &code) const {
+    if constexpr (use_lut(ACT, DT)) {
+      const uint32_t i = (in & 0x7FFFu) - kLutLo;  // wraps below kLutLo
+      if (i < kLutSpan) {
+        const uint32_t e = lut[i + (in >> 15) * kLutSpan];
+        code = e >> 16;
+        return e & 0xFFFFu;
+      }
+    }
+    return compute(in, code);
+  }
+
+  // A group of 8 elements in place (y's bits); returns their packed codes.
+  // With the table: 8 lookups without branches, then the rare misses
+  // computed directly under one branch.
+  __device__ __forceinline__ uint64_t group(uint32_t e[8]) const {
+    uint64_t packed = 0;
+    if constexpr (use_lut(ACT, DT)) {
+      uint32_t t[8], miss = 0;
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        const uint32_t i = (e[k] & 0x7FFFu) - kLutLo;
+        const bool hit = i < kLutSpan;
+        t[k] = lut[(hit ? i : 0u) + (e[k] >> 15) * kLutSpan];
+        miss |= hit ? 0u : 1u << k;
+      }
+      if (miss != 0) {
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+          if (miss & (1u << k)) {
+            uint32_t c;
+            const uint32_t out = compute(e[k], c);
+            t[k] = out | (c << 16);
+          }
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        e[k] = t[k] & 0xFFFFu;
+        packed |= (uint64_t)(t[k] >> 16) << (k * BITS);
+      }
+    } else {
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        uint32_t c;
+        e[k] = compute(e[k], c);
+        packed |= (uint64_t)c << (k * BITS);
+      }
+    }
+    return packed;
+  }
+
+  // the element computed directly
+  __device__ __forceinline__ uint32_t compute(uint32_t in, uint32_t &code) const {
     const float v = to_float<DT>(in);
     if constexpr (is_exact(ACT)) {
       if constexpr (ACT == UNSWAG_RELU || ACT == UNSWAG_LEAKY_RELU) {
@@ -165,7 +280,12 @@ struct FwdMath {
       } else {
         code = (v > lo && v < hi) ? 1u : 0u;
       }
-      if constexpr (ACT == UNSWAG_RELU) return (v > 0.0f || v != v) ? in : 0u;
+      if constexpr (ACT == UNSWAG_RELU && DT == UNSWAG_F32) {
+        // v > 0 || v != v, on the bits: written on v, nvcc turns this select
+        // into FMNMX.NAN, which would replace a NaN input by the canonical NaN
+        const bool keep = (int32_t)in > 0 || (in & 0x7FFFFFFFu) > 0x7F800000u;
+        return keep ? in : 0u;
+      } else if constexpr (ACT == UNSWAG_RELU) return (v > 0.0f || v != v) ? in : 0u;
       else if constexpr (ACT == UNSWAG_LEAKY_RELU) return v > 0.0f ? in : from_float<DT>(v * slope);
       else return v <= lo ? lo_out : (v >= hi ? hi_out : in);
     } else {
@@ -216,11 +336,19 @@ __device__ __forceinline__ void store_elem(uint8_t *p, size_t i, uint32_t v, boo
   else reinterpret_cast<uint32_t *>(p)[i] = v;
 }
 
+// 16-byte loads and stores of the vector kernels.
+__device__ __forceinline__ uint4 load16(const uint8_t *p, size_t i) {
+  return reinterpret_cast<const uint4 *>(p)[i];
+}
+__device__ __forceinline__ void store16(uint8_t *p, size_t i, uint4 v) {
+  reinterpret_cast<uint4 *>(p)[i] = v;
+}
+
 // Group g (elements 8g .. 8g+7) into e[0..8).
 template <int ES, bool VEC>
 __device__ __forceinline__ void load_group(const uint8_t *p, size_t g, uint32_t e[8], bool bytewise) {
   if constexpr (VEC && ES == 2) {
-    const uint4 v = reinterpret_cast<const uint4 *>(p)[g];
+    const uint4 v = load16(p, g);
     const uint32_t w[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
@@ -228,8 +356,8 @@ __device__ __forceinline__ void load_group(const uint8_t *p, size_t g, uint32_t 
       e[2 * k + 1] = w[k] >> 16;
     }
   } else if constexpr (VEC) {
-    const uint4 a = reinterpret_cast<const uint4 *>(p)[2 * g];
-    const uint4 b = reinterpret_cast<const uint4 *>(p)[2 * g + 1];
+    const uint4 a = load16(p, 2 * g);
+    const uint4 b = load16(p, 2 * g + 1);
     e[0] = a.x, e[1] = a.y, e[2] = a.z, e[3] = a.w;
     e[4] = b.x, e[5] = b.y, e[6] = b.z, e[7] = b.w;
   } else {
@@ -246,10 +374,10 @@ __device__ __forceinline__ void store_group(uint8_t *p, size_t g, const uint32_t
     v.y = e[2] | (e[3] << 16);
     v.z = e[4] | (e[5] << 16);
     v.w = e[6] | (e[7] << 16);
-    reinterpret_cast<uint4 *>(p)[g] = v;
+    store16(p, g, v);
   } else if constexpr (VEC) {
-    reinterpret_cast<uint4 *>(p)[2 * g] = make_uint4(e[0], e[1], e[2], e[3]);
-    reinterpret_cast<uint4 *>(p)[2 * g + 1] = make_uint4(e[4], e[5], e[6], e[7]);
+    store16(p, 2 * g, make_uint4(e[0], e[1], e[2], e[3]));
+    store16(p, 2 * g + 1, make_uint4(e[4], e[5], e[6], e[7]));
   } else {
 #pragma unroll
     for (int k = 0; k < 8; ++k) store_elem<ES>(p, g * 8 + k, e[k], bytewise);
@@ -295,7 +423,7 @@ __device__ __forceinline__ uint64_t load_codes(const uint8_t *codes, size_t g, b
 // ---- kernels -----------------------------------------------------------------------
 
 template <int ACT, int DT, int BITS, bool VEC>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(threads_of(fwd_shape(ACT, DT)))
     forward_kernel(const uint8_t *x, uint8_t *y, uint8_t *codes, size_t n, FwdArgs<BITS> a,
                    int flags) {
   constexpr int ES = elem_size(DT);
@@ -313,28 +441,33 @@ __global__ void __launch_bounds__(kThreads)
     m.book.init(a.b, table);
     if constexpr (BITS == 8) __syncthreads();
   }
+  if constexpr (use_lut(ACT, DT)) {
+    __shared__ uint32_t lut[2 * kLutSpan];
+    for (uint32_t t = threadIdx.x; t < 2 * kLutSpan; t += blockDim.x) {
+      const uint32_t in = (t >= kLutSpan ? 0x8000u : 0u) | (kLutLo + t % kLutSpan);
+      uint32_t c;
+      const uint32_t out = m.compute(in, c);
+      lut[t] = out | (c << 16);
+    }
+    __syncthreads();
+    m.lut = lut;
+  }
 
+  constexpr int T = threads_of(fwd_shape(ACT, DT)), U = unroll_of(fwd_shape(ACT, DT));
   const size_t full = n / 8;  // whole groups
-  const size_t stride = (size_t)gridDim.x * (kThreads * kUnroll);
-  for (size_t g0 = (size_t)blockIdx.x * (kThreads * kUnroll) + threadIdx.x; g0 < full;
-       g0 += stride) {
-    uint32_t e[kUnroll][8];
+  const size_t stride = (size_t)gridDim.x * (T * U);
+  for (size_t g0 = (size_t)blockIdx.x * (T * U) + threadIdx.x; g0 < full; g0 += stride) {
+    uint32_t e[U][8];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const size_t g = g0 + (size_t)u * kThreads;
+    for (int u = 0; u < U; ++u) {
+      const size_t g = g0 + (size_t)u * T;
       if (g < full) load_group<ES, VEC>(x, g, e[u], bytewise);
     }
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const size_t g = g0 + (size_t)u * kThreads;
+    for (int u = 0; u < U; ++u) {
+      const size_t g = g0 + (size_t)u * T;
       if (g < full) {
-        uint64_t packed = 0;
-#pragma unroll
-        for (int k = 0; k < 8; ++k) {
-          uint32_t c;
-          e[u][k] = m(e[u][k], c);
-          packed |= (uint64_t)c << (k * BITS);
-        }
+        const uint64_t packed = m.group(e[u]);
         store_group<ES, VEC>(y, g, e[u], bytewise);
         store_codes<BITS>(codes, g, packed, wide);
       }
@@ -358,7 +491,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <int KIND, int DT, int BITS, bool VEC>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(threads_of(kStream))
     backward_kernel(const uint8_t *dy, const uint8_t *codes, uint8_t *dx, size_t n,
                     BwdArgs<BITS> a, int flags) {
   constexpr int ES = elem_size(DT);
@@ -369,28 +502,28 @@ __global__ void __launch_bounds__(kThreads)
   BwdMath<KIND, DT, BITS> m;
   m.slope = a.slope;
   if constexpr (KIND == kScale) {
-    __shared__ float table[BITS >= 4 ? (1 << BITS) : 1];
+    __shared__ float table[Levels<BITS>::kShared ? (1 << BITS) : 1];
     m.lv.init(a.l, table);
-    if constexpr (BITS >= 4) __syncthreads();
+    if constexpr (Levels<BITS>::kShared) __syncthreads();
   }
 
+  constexpr int T = threads_of(kStream), U = unroll_of(kStream);
   const size_t full = n / 8;
-  const size_t stride = (size_t)gridDim.x * (kThreads * kUnroll);
-  for (size_t g0 = (size_t)blockIdx.x * (kThreads * kUnroll) + threadIdx.x; g0 < full;
-       g0 += stride) {
-    uint32_t e[kUnroll][8];
-    uint64_t packed[kUnroll];
+  const size_t stride = (size_t)gridDim.x * (T * U);
+  for (size_t g0 = (size_t)blockIdx.x * (T * U) + threadIdx.x; g0 < full; g0 += stride) {
+    uint32_t e[U][8];
+    uint64_t packed[U];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const size_t g = g0 + (size_t)u * kThreads;
+    for (int u = 0; u < U; ++u) {
+      const size_t g = g0 + (size_t)u * T;
       if (g < full) {
         load_group<ES, VEC>(dy, g, e[u], bytewise);
         packed[u] = load_codes<BITS>(codes, g, wide);
       }
     }
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const size_t g = g0 + (size_t)u * kThreads;
+    for (int u = 0; u < U; ++u) {
+      const size_t g = g0 + (size_t)u * T;
       if (g < full) {
 #pragma unroll
         for (int k = 0; k < 8; ++k)
@@ -417,7 +550,7 @@ __global__ void __launch_bounds__(kThreads)
 
 // Most blocks worth launching for `kernel` on `dev`: SMs x resident blocks per
 // SM, queried once per (kernel, device) and kept in `cache`.
-int grid_limit(std::atomic<int> *cache, int dev, const void *kernel) {
+int grid_limit(std::atomic<int> *cache, int dev, const void *kernel, int threads) {
   if (dev >= 0 && dev < kMaxDevices) {
     const int v = cache[dev].load(std::memory_order_relaxed);
     if (v > 0) return v;
@@ -428,7 +561,7 @@ int grid_limit(std::atomic<int> *cache, int dev, const void *kernel) {
     (void)cudaGetLastError();
     sms = 1;
   }
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0) !=
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0) !=
           cudaSuccess ||
       per_sm <= 0) {
     (void)cudaGetLastError();
@@ -439,8 +572,8 @@ int grid_limit(std::atomic<int> *cache, int dev, const void *kernel) {
   return v;
 }
 
-unsigned grid_size(size_t n, int limit) {
-  const size_t per_block = (size_t)kThreads * kUnroll * 8;  // elements a block per trip
+unsigned grid_size(size_t n, int threads, int unroll, int limit) {
+  const size_t per_block = (size_t)threads * unroll * 8;  // elements a block per trip
   const size_t want = (n + per_block - 1) / per_block;
   return (unsigned)(want < 1 ? 1 : (want < (size_t)limit ? want : (size_t)limit));
 }
@@ -481,9 +614,11 @@ void launch_forward(const Call &c) {
     a.hi_out = us_f32_to_f16(a.hi);
   }
   if constexpr (!is_exact(ACT)) memcpy(a.b, c.cb->boundaries, sizeof a.b);
-  const unsigned blocks = grid_size(c.n, grid_limit(cache, c.dev, (const void *)kernel));
-  kernel<<<blocks, kThreads, 0, c.stream>>>((const uint8_t *)c.in, (uint8_t *)c.out,
-                                            c.codes_out, c.n, a, c.flags);
+  constexpr int T = threads_of(fwd_shape(ACT, DT)), U = unroll_of(fwd_shape(ACT, DT));
+  const unsigned blocks =
+      grid_size(c.n, T, U, grid_limit(cache, c.dev, (const void *)kernel, T));
+  kernel<<<blocks, T, 0, c.stream>>>((const uint8_t *)c.in, (uint8_t *)c.out, c.codes_out,
+                                     c.n, a, c.flags);
 }
 
 template <int KIND, int DT, int BITS, bool VEC>
@@ -494,9 +629,11 @@ void launch_backward(const Call &c) {
   memset(&a, 0, sizeof a);
   a.slope = c.op->slope;
   if constexpr (KIND == kScale) memcpy(a.l, c.cb->levels, sizeof a.l);
-  const unsigned blocks = grid_size(c.n, grid_limit(cache, c.dev, (const void *)kernel));
-  kernel<<<blocks, kThreads, 0, c.stream>>>((const uint8_t *)c.in, c.codes_in,
-                                            (uint8_t *)c.out, c.n, a, c.flags);
+  constexpr int T = threads_of(kStream), U = unroll_of(kStream);
+  const unsigned blocks =
+      grid_size(c.n, T, U, grid_limit(cache, c.dev, (const void *)kernel, T));
+  kernel<<<blocks, T, 0, c.stream>>>((const uint8_t *)c.in, c.codes_in, (uint8_t *)c.out,
+                                     c.n, a, c.flags);
 }
 
 // ---- dispatch: (activation, dtype, bits, vec) -> one specialised kernel --------------
