@@ -167,15 +167,22 @@ UNSWAG_HD double us_gelu_tanh_f64(double x) {
 /* ---- codes ------------------------------------------------------------------ */
 
 /* Number of boundaries b[j] < x (sorted b, 2^bits - 1 of them); NaN -> 0.
- * Up to 15 boundaries a linear count (no gathers), else a binary search. */
+ * Up to 15 boundaries a linear count (no gathers), else (8 bits, 255
+ * boundaries) a binary search. */
 UNSWAG_HD uint32_t us_smooth_code(float x, const float *b, int bits) {
   uint32_t c = 0;
   if (bits <= 4) {
     int m = (1 << bits) - 1;
     for (int j = 0; j < m; ++j) c += x > b[j] ? 1u : 0u;
-  } else {
-    for (uint32_t step = 1u << (bits - 1); step; step >>= 1)
-      c += x > b[c + step - 1] ? step : 0u;
+  } else { /* bits == 8: eight steps, written out so compilers vectorise them */
+    c += x > b[c + 127] ? 128u : 0u;
+    c += x > b[c + 63] ? 64u : 0u;
+    c += x > b[c + 31] ? 32u : 0u;
+    c += x > b[c + 15] ? 16u : 0u;
+    c += x > b[c + 7] ? 8u : 0u;
+    c += x > b[c + 3] ? 4u : 0u;
+    c += x > b[c + 1] ? 2u : 0u;
+    c += x > b[c] ? 1u : 0u;
   }
   return c;
 }
