@@ -14,11 +14,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "== creating $VENV"
   "$PY" -m venv "$VENV"
 fi
-stamp="$VENV/.unswag-deps-v1"
+stamp="$VENV/.unswag-deps-v2"
 if [ ! -e "$stamp" ]; then
   echo "== installing test dependencies into $VENV (cached for later runs)"
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q torch torchvision transformers pytest numpy jax scikit-build-core
+  "$VENV/bin/pip" install -q torch torchvision transformers pytest numpy jax flax scikit-build-core
   command -v cmake >/dev/null || "$VENV/bin/pip" install -q cmake ninja
   touch "$stamp"
 fi
