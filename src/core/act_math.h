@@ -127,10 +127,9 @@ UNSWAG_HD float us_silu_f32(float x) {
   return x * s;
 }
 
-/* x * Phi(x), Phi from erfc (Chebyshev fit, relative error < 1.2e-7), so the
- * negative tail has no cancellation. */
-UNSWAG_HD float us_gelu_f32(float x) {
-  float z = fabsf(x) * 0.707106781f;
+/* erfc(z) for z >= 0: a Chebyshev fit (relative error < 1.2e-7) of
+ * t exp(-z^2 + P(t)), t = 1/(1 + z/2); no cancellation anywhere. */
+UNSWAG_HD float us_erfc_pos_f32(float z) {
   float t = 1.0f / (1.0f + 0.5f * z);
   float q = 0.17087277f;
   q = q * t - 0.82215223f;
@@ -142,7 +141,12 @@ UNSWAG_HD float us_gelu_f32(float x) {
   q = q * t + 0.37409196f;
   q = q * t + 1.00002368f;
   q = q * t - 1.26551223f;
-  float erfc_z = t * us_exp_small(q - z * z);
+  return t * us_exp_small(q - z * z);
+}
+
+/* x * Phi(x), Phi from erfc so the negative tail has no cancellation. */
+UNSWAG_HD float us_gelu_f32(float x) {
+  float erfc_z = us_erfc_pos_f32(fabsf(x) * 0.707106781f);
   float phi = x >= 0.0f ? 1.0f - 0.5f * erfc_z : 0.5f * erfc_z;
   return x * phi;
 }

@@ -58,22 +58,8 @@ UNSWAG_HD uint16_t us_f32_to_16(float f, int bf16) {
 
 /* ---- float (16-bit dtypes) -------------------------------------------------- */
 
-/* erfc(z) for z >= 0: the Chebyshev fit us_gelu_f32 uses (relative error
- * < 1.2e-7), so Phi below is the Phi inside us_gelu_f32 bit for bit. */
-UNSWAG_HD float us_erfc_pos_f32(float z) {
-  float t = 1.0f / (1.0f + 0.5f * z);
-  float q = 0.17087277f;
-  q = q * t - 0.82215223f;
-  q = q * t + 1.48851587f;
-  q = q * t - 1.13520398f;
-  q = q * t + 0.27886807f;
-  q = q * t - 0.18628806f;
-  q = q * t + 0.09678418f;
-  q = q * t + 0.37409196f;
-  q = q * t + 1.00002368f;
-  q = q * t - 1.26551223f;
-  return t * us_exp_small(q - z * z);
-}
+/* us_erfc_pos_f32 (act_math.h) is the erfc inside us_gelu_f32, so Phi below is
+ * the Phi of the forward bit for bit. */
 
 /* Phi(x), the standard normal CDF: no cancellation in the negative tail. */
 UNSWAG_HD float us_norm_cdf_f32(float x) {
