@@ -12,7 +12,9 @@ PY=${PYTHON:-python3}
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "== creating $VENV"
-  "$PY" -m venv "$VENV"
+  "$PY" -m venv "$VENV" || {
+    # Debian's python3 needs python3-venv for this
+    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && "$PY" -m venv "$VENV"; }
 fi
 stamp="$VENV/.unswag-deps-v2"
 if [ ! -e "$stamp" ]; then
