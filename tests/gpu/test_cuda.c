@@ -18,25 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../c/check.h"
 #include "unswag.h"
 
 /* ---- harness ------------------------------------------------------------- */
 
-static long n_passed, n_failed;
 static int quick;
-
-#define CHECK(cond, ...)                                         \
-  do {                                                           \
-    if (cond) {                                                  \
-      ++n_passed;                                                \
-    } else {                                                     \
-      if (++n_failed <= 40) {                                    \
-        fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);     \
-        fprintf(stderr, __VA_ARGS__);                            \
-        fprintf(stderr, "\n");                                   \
-      }                                                          \
-    }                                                            \
-  } while (0)
 
 #define CUDA_OK(call)                                                                  \
   do {                                                                                 \
@@ -44,7 +31,7 @@ static int quick;
     if (e_ != cudaSuccess) {                                                           \
       fprintf(stderr, "FATAL %s:%d: %s -> %s\n", __FILE__, __LINE__, #call,            \
               cudaGetErrorString(e_));                                                 \
-      printf("test_cuda: %ld passed, %ld failed\n", n_passed, n_failed + 1);           \
+      printf("test_cuda: %ld passed, %ld failed\n", check_passed, check_failed + 1);           \
       exit(1);                                                                         \
     }                                                                                  \
   } while (0)
@@ -240,7 +227,7 @@ static const unswag_cpu_options scalar_path = {UNSWAG_PATH_SCALAR, 1};
 static int run_case(const char *label, const unswag_op *op, unswag_dtype dt, const void *x,
                     const void *dy, const uint8_t *bwd_codes, size_t n, layout L) {
   const size_t es = unswag_dtype_size(dt), nb = n * es, cb = code_bytes(n, op->bits);
-  const long failed_before = n_failed;
+  const long failed_before = check_failed;
   uint8_t *y_ref = (uint8_t *)xmalloc(nb), *c_ref = (uint8_t *)xmalloc(cb);
   uint8_t *dx_ref = (uint8_t *)xmalloc(nb);
   unswag_status s = unswag_forward_advanced(op, dt, x, y_ref, c_ref, n, &scalar_path);
@@ -312,7 +299,7 @@ static int run_case(const char *label, const unswag_op *op, unswag_dtype dt, con
   free(y_ref);
   free(c_ref);
   free(dx_ref);
-  return n_failed == failed_before;
+  return check_failed == failed_before;
 }
 
 /* ---- 1. every 16-bit input --------------------------------------------------------- */
@@ -809,6 +796,6 @@ int main(int argc, char **argv) {
   arena_free(&A_codes2);
   arena_free(&A_dy);
   arena_free(&A_dx);
-  printf("test_cuda: %ld passed, %ld failed\n", n_passed, n_failed);
-  return n_failed ? 1 : 0;
+  printf("test_cuda: %ld passed, %ld failed\n", check_passed, check_failed);
+  return check_failed ? 1 : 0;
 }
