@@ -71,3 +71,19 @@ unswag_status unswag_code_bytes(size_t n, int bits, size_t *out_bytes) {
   *out_bytes = n / 8 * (size_t)bits + (n % 8 * (size_t)bits + 7) / 8;
   return UNSWAG_OK;
 }
+
+unswag_status unswag_gated_validate(const char *fn, unswag_activation act, unswag_dtype dtype,
+                                    size_t n, int any_null) {
+  if (act != UNSWAG_SILU && act != UNSWAG_GELU && act != UNSWAG_GELU_TANH)
+    return unswag_fail(UNSWAG_ERR_BAD_ACTIVATION,
+                       "%s: activation %d is not a gate activation (silu, gelu, gelu_tanh)", fn,
+                       (int)act);
+  if (unswag_dtype_size(dtype) == 0)
+    return unswag_fail(UNSWAG_ERR_BAD_DTYPE, "%s: unknown dtype %d", fn, (int)dtype);
+  if (n > SIZE_MAX / 4)
+    return unswag_fail(UNSWAG_ERR_SIZE_OVERFLOW, "%s: n = %zu elements overflows size_t bytes",
+                       fn, n);
+  if (n > 0 && any_null)
+    return unswag_fail(UNSWAG_ERR_NULL_POINTER, "%s: NULL tensor pointer with n = %zu", fn, n);
+  return UNSWAG_OK;
+}

@@ -1,16 +1,9 @@
 /* CPU entry points: validate everything, then pick scalar / vector /
  * threaded and run.  Nothing is written before validation has passed. */
 #include <stdint.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #include "../core/internal.h"
 #include "cpu_kernels.h"
-
-/* below this many elements a second thread costs more than it saves */
-#define THREAD_MIN_ELEMS ((size_t)1 << 18)
-/* thread pieces start on multiples of this (whole code bytes, whole lines) */
-#define PIECE_ALIGN ((size_t)64)
+#include "threads.h"
 
 static void pick_vector(unswag_fwd_fn *f, unswag_bwd_fn *b) {
 #ifdef UNSWAG_HAVE_AVX2_KERNELS
@@ -22,14 +15,6 @@ static void pick_vector(unswag_fwd_fn *f, unswag_bwd_fn *b) {
 #endif
   *f = unswag_cpu_forward_sse2;
   *b = unswag_cpu_backward_sse2;
-}
-
-static int max_threads(void) {
-#ifdef _OPENMP
-  return omp_get_num_procs();
-#else
-  return 1;
-#endif
 }
 
 /* Shared validation of the call; fills the kernel arguments. */
@@ -64,30 +49,6 @@ static unswag_status prepare(const unswag_op *op, unswag_dtype dtype, const void
   return UNSWAG_OK;
 }
 
-/* How many threads a call runs on (1 = no parallel region). */
-static int thread_count(const unswag_cpu_options *opts, size_t n) {
-  unswag_cpu_path path = opts ? opts->path : UNSWAG_PATH_AUTO;
-  if (path == UNSWAG_PATH_SCALAR || path == UNSWAG_PATH_VECTOR) return 1;
-  if (path == UNSWAG_PATH_AUTO && n < THREAD_MIN_ELEMS) return 1;
-  int cores = max_threads();
-  int t = (opts && opts->num_threads > 0) ? opts->num_threads : cores;
-  if (t > cores) t = cores; /* never oversubscribe */
-#ifdef _OPENMP
-  if (omp_in_parallel()) t = 1; /* the caller already runs threads */
-#endif
-  size_t pieces = (n + PIECE_ALIGN - 1) / PIECE_ALIGN;
-  if ((size_t)t > pieces) t = (int)pieces;
-  return t < 1 ? 1 : t;
-}
-
-/* Element range [begin, end) of piece `i` of `t`, aligned to PIECE_ALIGN. */
-static void piece(size_t n, int t, int i, size_t *begin, size_t *end) {
-  size_t per = (n + (size_t)t - 1) / (size_t)t;
-  per = (per + PIECE_ALIGN - 1) / PIECE_ALIGN * PIECE_ALIGN;
-  *begin = per * (size_t)i < n ? per * (size_t)i : n;
-  *end = *begin + per < n ? *begin + per : n;
-}
-
 unswag_status unswag_forward_advanced(const unswag_op *op, unswag_dtype dtype,
                                       const void *x, void *y, uint8_t *codes, size_t n,
                                       const unswag_cpu_options *opts) {
@@ -99,7 +60,8 @@ unswag_status unswag_forward_advanced(const unswag_op *op, unswag_dtype dtype,
   unswag_bwd_fn bwd;
   pick_vector(&fwd, &bwd);
   if (opts && opts->path == UNSWAG_PATH_SCALAR) fwd = unswag_cpu_forward_scalar;
-  int t = thread_count(opts, n);
+  int t = unswag_cpu_thread_count(opts ? opts->path : UNSWAG_PATH_AUTO,
+                                  opts ? opts->num_threads : 0, n);
   if (t == 1) {
     fwd(&ka, x, y, codes, n);
     return UNSWAG_OK;
@@ -110,7 +72,7 @@ unswag_status unswag_forward_advanced(const unswag_op *op, unswag_dtype dtype,
 #endif
   for (int i = 0; i < t; ++i) {
     size_t b, e;
-    piece(n, t, i, &b, &e);
+    unswag_cpu_piece(n, t, i, &b, &e);
     if (e > b)
       fwd(&ka, (const uint8_t *)x + b * es, (uint8_t *)y + b * es, codes + b / 8 * (size_t)ka.bits,
           e - b);
@@ -129,7 +91,8 @@ unswag_status unswag_backward_advanced(const unswag_op *op, unswag_dtype dtype,
   unswag_bwd_fn bwd;
   pick_vector(&fwd, &bwd);
   if (opts && opts->path == UNSWAG_PATH_SCALAR) bwd = unswag_cpu_backward_scalar;
-  int t = thread_count(opts, n);
+  int t = unswag_cpu_thread_count(opts ? opts->path : UNSWAG_PATH_AUTO,
+                                  opts ? opts->num_threads : 0, n);
   if (t == 1) {
     bwd(&ka, dy, codes, dx, n);
     return UNSWAG_OK;
@@ -140,7 +103,7 @@ unswag_status unswag_backward_advanced(const unswag_op *op, unswag_dtype dtype,
 #endif
   for (int i = 0; i < t; ++i) {
     size_t b, e;
-    piece(n, t, i, &b, &e);
+    unswag_cpu_piece(n, t, i, &b, &e);
     if (e > b)
       bwd(&ka, (const uint8_t *)dy + b * es, codes + b / 8 * (size_t)ka.bits,
           (uint8_t *)dx + b * es, e - b);

@@ -24,17 +24,11 @@
 
 #include <stdint.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #include "../core/gated_math.h"
 #include "../core/internal.h"
+#include "threads.h"
 
 #define CHUNK 512
-/* below this many elements a second thread costs more than it saves */
-#define THREAD_MIN_ELEMS ((size_t)1 << 18)
-/* thread pieces start on multiples of this many elements (whole lines) */
-#define PIECE_ALIGN ((size_t)64)
 
 #if defined(__GNUC__)
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
@@ -172,49 +166,11 @@ static void pick(gated_fwd_fn *f, gated_bwd_fn *b) {
 
 /* ---- validation and threading ------------------------------------------------- */
 
-static unswag_status validate(const char *fn, unswag_activation act, unswag_dtype dtype,
-                              size_t n, int any_null) {
-  if (act != UNSWAG_SILU && act != UNSWAG_GELU && act != UNSWAG_GELU_TANH)
-    return unswag_fail(UNSWAG_ERR_BAD_ACTIVATION,
-                       "%s: activation %d is not a gate activation (silu, gelu, gelu_tanh)", fn,
-                       (int)act);
-  if (unswag_dtype_size(dtype) == 0)
-    return unswag_fail(UNSWAG_ERR_BAD_DTYPE, "%s: unknown dtype %d", fn, (int)dtype);
-  if (n > SIZE_MAX / 4)
-    return unswag_fail(UNSWAG_ERR_SIZE_OVERFLOW, "%s: n = %zu elements overflows size_t bytes",
-                       fn, n);
-  if (n > 0 && any_null)
-    return unswag_fail(UNSWAG_ERR_NULL_POINTER, "%s: NULL tensor pointer with n = %zu", fn, n);
-  return UNSWAG_OK;
-}
-
-/* How many threads a call runs on (1 = no parallel region). */
-static int thread_count(size_t n) {
-  if (n < THREAD_MIN_ELEMS) return 1;
-#ifdef _OPENMP
-  if (omp_in_parallel()) return 1; /* the caller already runs threads */
-  int t = omp_get_num_procs();
-  size_t pieces = (n + PIECE_ALIGN - 1) / PIECE_ALIGN;
-  if ((size_t)t > pieces) t = (int)pieces;
-  return t < 1 ? 1 : t;
-#else
-  return 1;
-#endif
-}
-
-/* Element range [begin, end) of piece i of t, starts aligned to PIECE_ALIGN. */
-static void piece(size_t n, int t, int i, size_t *begin, size_t *end) {
-  size_t per = (n + (size_t)t - 1) / (size_t)t;
-  per = (per + PIECE_ALIGN - 1) / PIECE_ALIGN * PIECE_ALIGN;
-  *begin = per * (size_t)i < n ? per * (size_t)i : n;
-  *end = *begin + per < n ? *begin + per : n;
-}
-
 /* ---- entry points ---------------------------------------------------------------- */
 
 unswag_status unswag_gated_forward(unswag_activation act, unswag_dtype dtype, const void *g,
                                    const void *u, void *h, size_t n) {
-  unswag_status s = validate("unswag_gated_forward", act, dtype, n, !g || !u || !h);
+  unswag_status s = unswag_gated_validate("unswag_gated_forward", act, dtype, n, !g || !u || !h);
   if (s != UNSWAG_OK || n == 0) return s;
   gated_fwd_fn fwd;
   gated_bwd_fn bwd;
@@ -222,7 +178,7 @@ unswag_status unswag_gated_forward(unswag_activation act, unswag_dtype dtype, co
   const size_t es = unswag_dtype_size(dtype);
   const uint8_t *gp = (const uint8_t *)g, *up = (const uint8_t *)u;
   uint8_t *hp = (uint8_t *)h;
-  const int t = thread_count(n);
+  const int t = unswag_cpu_thread_count(UNSWAG_PATH_AUTO, 0, n);
   if (t == 1) {
     fwd((int)act, (int)dtype, gp, up, hp, n);
     return UNSWAG_OK;
@@ -232,7 +188,7 @@ unswag_status unswag_gated_forward(unswag_activation act, unswag_dtype dtype, co
 #endif
   for (int i = 0; i < t; ++i) {
     size_t b, e;
-    piece(n, t, i, &b, &e);
+    unswag_cpu_piece(n, t, i, &b, &e);
     if (e > b) fwd((int)act, (int)dtype, gp + b * es, up + b * es, hp + b * es, e - b);
   }
   return UNSWAG_OK;
@@ -242,7 +198,7 @@ unswag_status unswag_gated_backward(unswag_activation act, unswag_dtype dtype, c
                                     const void *g, const void *u, void *dg, void *du,
                                     size_t n) {
   unswag_status s =
-      validate("unswag_gated_backward", act, dtype, n, !dh || !g || !u || !dg || !du);
+      unswag_gated_validate("unswag_gated_backward", act, dtype, n, !dh || !g || !u || !dg || !du);
   if (s != UNSWAG_OK || n == 0) return s;
   gated_fwd_fn fwd;
   gated_bwd_fn bwd;
@@ -250,7 +206,7 @@ unswag_status unswag_gated_backward(unswag_activation act, unswag_dtype dtype, c
   const size_t es = unswag_dtype_size(dtype);
   const uint8_t *dhp = (const uint8_t *)dh, *gp = (const uint8_t *)g, *up = (const uint8_t *)u;
   uint8_t *dgp = (uint8_t *)dg, *dup = (uint8_t *)du;
-  const int t = thread_count(n);
+  const int t = unswag_cpu_thread_count(UNSWAG_PATH_AUTO, 0, n);
   if (t == 1) {
     bwd((int)act, (int)dtype, dhp, gp, up, dgp, dup, n);
     return UNSWAG_OK;
@@ -260,7 +216,7 @@ unswag_status unswag_gated_backward(unswag_activation act, unswag_dtype dtype, c
 #endif
   for (int i = 0; i < t; ++i) {
     size_t b, e;
-    piece(n, t, i, &b, &e);
+    unswag_cpu_piece(n, t, i, &b, &e);
     if (e > b)
       bwd((int)act, (int)dtype, dhp + b * es, gp + b * es, up + b * es, dgp + b * es,
           dup + b * es, e - b);

@@ -280,24 +280,7 @@ void dispatch(const Call &c, unswag_activation act, unswag_dtype dtype) {
   }
 }
 
-// ---- checks -----------------------------------------------------------------------------------
-
-// Validation in the CPU order: activation, dtype, size, null pointers.
-unswag_status validate(const char *fn, unswag_activation act, unswag_dtype dtype, size_t n,
-                       bool any_null) {
-  if (act != UNSWAG_SILU && act != UNSWAG_GELU && act != UNSWAG_GELU_TANH)
-    return unswag_fail(UNSWAG_ERR_BAD_ACTIVATION,
-                       "%s: activation %d is not a gate activation (silu, gelu, gelu_tanh)", fn,
-                       (int)act);
-  if (unswag_dtype_size(dtype) == 0)
-    return unswag_fail(UNSWAG_ERR_BAD_DTYPE, "%s: unknown dtype %d", fn, (int)dtype);
-  if (n > SIZE_MAX / 4)
-    return unswag_fail(UNSWAG_ERR_SIZE_OVERFLOW, "%s: n = %zu elements overflows size_t bytes",
-                       fn, n);
-  if (n > 0 && any_null)
-    return unswag_fail(UNSWAG_ERR_NULL_POINTER, "%s: NULL tensor pointer with n = %zu", fn, n);
-  return UNSWAG_OK;
-}
+// ---- checks (argument checks: unswag_gated_validate, shared with the CPU) ----------------------
 
 unswag_status current_device(const char *fn, int *dev) {
   const cudaError_t e = cudaGetDevice(dev);
@@ -366,7 +349,7 @@ extern "C" {
 unswag_status unswag_gated_forward_cuda(unswag_activation act, unswag_dtype dtype, const void *g,
                                         const void *u, void *h, size_t n, void *stream) {
   static const char fn[] = "unswag_gated_forward_cuda";
-  unswag_status s = validate(fn, act, dtype, n, !g || !u || !h);
+  unswag_status s = unswag_gated_validate(fn, act, dtype, n, !g || !u || !h);
   if (s != UNSWAG_OK || n == 0) return s;
   int dev = 0;
   if ((s = current_device(fn, &dev)) != UNSWAG_OK) return s;
@@ -391,7 +374,7 @@ unswag_status unswag_gated_backward_cuda(unswag_activation act, unswag_dtype dty
                                          const void *dh, const void *g, const void *u, void *dg,
                                          void *du, size_t n, void *stream) {
   static const char fn[] = "unswag_gated_backward_cuda";
-  unswag_status s = validate(fn, act, dtype, n, !dh || !g || !u || !dg || !du);
+  unswag_status s = unswag_gated_validate(fn, act, dtype, n, !dh || !g || !u || !dg || !du);
   if (s != UNSWAG_OK || n == 0) return s;
   int dev = 0;
   if ((s = current_device(fn, &dev)) != UNSWAG_OK) return s;
