@@ -5,15 +5,18 @@ hidden 2048, intermediate 5632, 22 layers, 32 heads, 4 KV heads, vocab 32000; ra
 weights; bf16; batch 1; SDPA attention in every row (the surgery's switch is then a no-op,
 so the rows differ only by the MLP path).  For each mode (unpatched, fused, recompute),
 with and without gradient checkpointing, contexts 2k..64k: peak memory above
-weights+grads and step time (forward + backward, no optimizer).  Every config runs in a
-fresh subprocess; an OOM is caught and recorded and ends that mode's sweep.  A global
-time budget (UNSWAG_BENCH_BUDGET_S, default 420 s) skips what does not fit in it.
+weights+grads and step time (forward + backward, no optimizer; the second of two steps).
+
+The process is capped at 80 GiB (torch.cuda.set_per_process_memory_fraction) when the card
+has more, so "fits in 80 GiB" is literal; the 16 GiB column is read off the measured peaks
+(weights and grads included).  Each (mode, checkpointing) pair runs in a fresh subprocess
+that sweeps the contexts upward and stops at the first OOM.  A global time budget
+(UNSWAG_BENCH_BUDGET_S, default 420 s) skips what does not fit in it.
 
     python bench/gpu/bench_llama_memory.py            # the whole sweep
     python bench/gpu/bench_llama_memory.py --contexts 2048 8192 --modes unpatched fused
 
-Prints a table; writes it to $OUT/llama_memory.txt when OUT is set.  The budget rows
-(16 GiB and 80 GiB) report the longest context whose peak + weights + grads fits.
+Prints a table; writes it to $OUT/llama_memory.txt when OUT is set.
 """
 from __future__ import annotations
 
@@ -27,79 +30,105 @@ import time
 CONTEXTS = [2048, 4096, 8192, 16384, 32768, 65536]
 MODES = ["unpatched", "fused", "recompute"]
 GIB = 2 ** 30
+CAP_GIB = 80
+DEVICE = "cuda"  # a smoke test on the CPU overrides this
 
 
-def child(mode: str, ckpt: bool, ctx: int, tile: int) -> dict:
+def child(mode: str, ckpt: bool, contexts, tile: int):
+    """Prints one RESULT line per context; stops after the first failure."""
     import torch
     import transformers as T
 
-    torch.backends.cuda.matmul.allow_tf32 = True
-    dev = torch.device("cuda")
+    dev = torch.device(DEVICE)
+    total = torch.cuda.get_device_properties(0).total_memory
+    if total > CAP_GIB * GIB:
+        torch.cuda.set_per_process_memory_fraction(CAP_GIB * GIB / total)
     cfg = T.LlamaConfig(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
                         num_attention_heads=32, num_key_value_heads=4, vocab_size=32000,
-                        max_position_embeddings=max(ctx, 2048), rms_norm_eps=1e-5)
+                        max_position_embeddings=max(max(contexts), 2048), rms_norm_eps=1e-5)
     torch.manual_seed(0)
     with dev:
         model = T.LlamaForCausalLM._from_config(cfg, attn_implementation="sdpa",
                                                 torch_dtype=torch.bfloat16)
     model.train()
-    report = None
+    patched = None
     if mode != "unpatched":
         from unswag import apply_unswag_surgery
-        report = apply_unswag_surgery(model, gated=mode, tile_tokens=tile)
+        patched = sum(apply_unswag_surgery(model, gated=mode, tile_tokens=tile).counts().values())
     if ckpt:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     nparam = sum(p.numel() for p in model.parameters())
     wbytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    ids = torch.randint(0, cfg.vocab_size, (1, ctx), device=dev)
-    times, peak = [], 0
-    try:
-        for _ in range(2):  # the first step warms up kernels and the allocator
-            model.zero_grad(set_to_none=True)
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            t0 = time.perf_counter()
-            loss = model(input_ids=ids, labels=ids).loss
-            loss.backward()
-            torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-            peak = max(peak, torch.cuda.max_memory_allocated())
-            del loss
-    except torch.cuda.OutOfMemoryError:
-        return {"status": "OOM", "params": nparam}
-    return {"status": "ok", "params": nparam, "weights_gib": wbytes / GIB,
-            "peak_above_wg_gib": (peak - 2 * wbytes) / GIB, "peak_gib": peak / GIB,
-            "step_s": times[-1],
-            "patched": None if report is None else sum(report.counts().values())}
+    for ctx in contexts:
+        ids = torch.randint(0, cfg.vocab_size, (1, ctx), device=dev)
+        res = {"ctx": ctx, "params": nparam, "patched": patched}
+        try:
+            times, peak = [], 0
+            for _ in range(2):  # the first step warms up kernels and the allocator
+                model.zero_grad(set_to_none=True)
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                t0 = time.perf_counter()
+                loss = model(input_ids=ids, labels=ids).loss
+                loss.backward()
+                torch.cuda.synchronize()
+                times.append(time.perf_counter() - t0)
+                peak = max(peak, torch.cuda.max_memory_allocated())
+                del loss
+            res.update(status="ok", weights_gib=wbytes / GIB, peak_gib=peak / GIB,
+                       peak_above_wg_gib=(peak - 2 * wbytes) / GIB, step_s=times[-1])
+        except torch.cuda.OutOfMemoryError:
+            res["status"] = "OOM"
+        print("RESULT " + json.dumps(res), flush=True)
+        if res["status"] != "ok":
+            return
+        model.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
 
 
-def run_one(mode, ckpt, ctx, tile, timeout):
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", mode, str(int(ckpt)), str(ctx),
-           "--tile", str(tile)]
+def run_pair(mode, ckpt, contexts, tile, timeout):
+    """Results by context for one (mode, ckpt) subprocess."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", mode, str(int(ckpt)),
+           "--contexts", *map(str, contexts), "--tile", str(tile)]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"status": f"timeout {timeout:.0f}s"}
-    for line in reversed(r.stdout.splitlines()):
+        stdout, stderr, why = r.stdout, r.stderr, None
+    except subprocess.TimeoutExpired as e:
+        dec = lambda b: b.decode() if isinstance(b, bytes) else (b or "")  # noqa: E731
+        stdout, stderr, why = dec(e.stdout), dec(e.stderr), f"timeout {timeout:.0f}s"
+    got = {}
+    for line in stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
-    oom = any("out of memory" in t.lower() for t in tail)
-    return {"status": "OOM" if oom else "error: " + " | ".join(tail)[-200:]}
+            d = json.loads(line[7:])
+            got[d["ctx"]] = d
+    for ctx in contexts:
+        if ctx in got:
+            continue
+        if any(d["status"] != "ok" for d in got.values()):
+            got[ctx] = {"status": "skipped (failed at a shorter context)"}
+        elif why:
+            got[ctx] = {"status": why}
+            why = "skipped (time budget)"
+        else:
+            tail = " | ".join(stderr.strip().splitlines()[-3:])[-200:]
+            oom = "out of memory" in tail.lower()
+            got[ctx] = {"status": "OOM" if oom else "error: " + tail}
+            why = "skipped (after an error)"
+    return got
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--child", nargs=3, metavar=("MODE", "CKPT", "CTX"))
+    ap.add_argument("--child", nargs=2, metavar=("MODE", "CKPT"))
     ap.add_argument("--contexts", type=int, nargs="*", default=CONTEXTS)
     ap.add_argument("--modes", nargs="*", default=MODES, choices=MODES)
     ap.add_argument("--tile", type=int, default=4096, help="recompute tile (tokens)")
     ap.add_argument("--budget", type=float,
                     default=float(os.environ.get("UNSWAG_BENCH_BUDGET_S", 420)))
     a = ap.parse_args()
+    contexts = sorted(a.contexts)
     if a.child:
-        mode, ckpt, ctx = a.child[0], a.child[1] == "1", int(a.child[2])
-        print("RESULT " + json.dumps(child(mode, ckpt, ctx, a.tile)), flush=True)
+        child(a.child[0], a.child[1] == "1", contexts, a.tile)
         return 0
 
     import torch
@@ -107,40 +136,36 @@ def main():
     total = torch.cuda.get_device_properties(0).total_memory / GIB if torch.cuda.is_available() \
         else 0
     start = time.time()
-    rows, stopped = [], set()
     combos = [(m, c) for c in (False, True) for m in a.modes]
-    # context-major order: every mode gets its short contexts before any gets long ones
-    for ctx in sorted(a.contexts):
-        for mode, ckpt in combos:
-            key = (mode, ckpt)
-            left = a.budget - (time.time() - start)
-            if key in stopped:
-                res = {"status": "skipped (OOM at a shorter context)"}
-            elif left < 20:
-                res = {"status": "skipped (time budget)"}
-            else:
-                res = run_one(mode, ckpt, ctx, a.tile, timeout=max(20, left))
-                if res["status"] != "ok":
-                    stopped.add(key)
-            rows.append((mode, ckpt, ctx, res))
-            print(f"  {mode:<10} ckpt={int(ckpt)} ctx={ctx:>6}: {res}", file=sys.stderr,
-                  flush=True)
+    results = {}
+    for i, (mode, ckpt) in enumerate(combos):
+        left = a.budget - (time.time() - start)
+        # share what is left among the pairs still to run (the last gets all of it)
+        share = left / (len(combos) - i) * (1.5 if i < len(combos) - 1 else 1.0)
+        if left < 20:
+            results[(mode, ckpt)] = {c: {"status": "skipped (time budget)"} for c in contexts}
+        else:
+            results[(mode, ckpt)] = run_pair(mode, ckpt, contexts, a.tile, max(20, min(left, share)))
+        for c in contexts:
+            print(f"  {mode:<10} ckpt={int(ckpt)} ctx={c:>6}: {results[(mode, ckpt)][c]}",
+                  file=sys.stderr, flush=True)
 
+    cap = f"capped at {CAP_GIB} GiB" if total > CAP_GIB else "uncapped"
     lines = [f"# TinyLlama-1.1B-shaped Llama, bf16, batch 1, SDPA; one training step "
-             f"(forward+backward) on {dev} ({total:.0f} GiB); "
+             f"(forward+backward, no optimizer) on {dev} ({total:.0f} GiB, {cap}); "
              f"{time.strftime('%Y-%m-%d')}; recompute tile {a.tile} tokens",
              "# peak above weights+grads (GiB) / step time (s)", ""]
-    hdr = f"{'mode':<11}{'ckpt':<6}" + "".join(f"{c:>17}" for c in sorted(a.contexts))
+    hdr = f"{'mode':<11}{'ckpt':<6}" + "".join(f"{c:>17}" for c in contexts)
     lines += [hdr, "-" * len(hdr)]
-    base_w = next((r["weights_gib"] for *_, r in rows if r.get("status") == "ok"), None)
-    fits = {}
+    base_w, fits = None, {}
     for mode, ckpt in combos:
         cells = []
-        for ctx in sorted(a.contexts):
-            r = next(r for m, c, x, r in rows if (m, c, x) == (mode, ckpt, ctx))
+        for ctx in contexts:
+            r = results[(mode, ckpt)][ctx]
             if r["status"] == "ok":
+                base_w = r["weights_gib"]
                 cells.append(f"{r['peak_above_wg_gib']:7.2f}/{r['step_s']:6.2f}s")
-                for budget in (16, 80):
+                for budget in (16, CAP_GIB):
                     if r["peak_gib"] <= budget:
                         fits[(mode, ckpt, budget)] = ctx
             else:
@@ -149,9 +174,8 @@ def main():
                                                        else s[:15]))
         lines.append(f"{mode:<11}{('yes' if ckpt else 'no'):<6}" +
                      "".join(f"{c:>17}" for c in cells))
-    lines += ["", "# longest context whose whole peak (weights+grads included) fits the budget "
-              "(measured peaks; set_per_process_memory_fraction not applied)"]
-    for budget in (16, 80):
+    lines += ["", "# longest measured context whose whole peak (weights+grads included) fits"]
+    for budget in (16, CAP_GIB):
         lines.append(f"  {budget} GiB: " + ", ".join(
             f"{m}{'+ckpt' if c else ''}={fits.get((m, c, budget), '-')}" for m, c in combos))
     if base_w is not None:
@@ -164,6 +188,9 @@ def main():
         os.makedirs(out, exist_ok=True)
         with open(os.path.join(out, "llama_memory.txt"), "w") as f:
             f.write(text + "\n")
+        with open(os.path.join(out, "llama_memory.json"), "w") as f:
+            json.dump({f"{m}{'+ckpt' if c else ''}": results[(m, c)] for m, c in combos}, f,
+                      indent=1)
     return 0
 
 

@@ -2,9 +2,10 @@
 """BERT-base-shaped (GELU, k-bit) and ResNet-50 (ReLU, 1 bit) training steps on the GPU.
 
 For each model and mode (unpatched, unswag), in a fresh subprocess: under a 16 GiB
-budget (torch.cuda.set_per_process_memory_fraction), double the batch until OOM, then
-report the largest batch that fits, the peak memory above weights+grads and the step
-time at that batch, and (for comparison at equal work) at the unpatched largest batch.
+budget (torch.cuda.set_per_process_memory_fraction), double the batch until OOM and
+bisect (to a quarter of the last good batch); report the largest batch that fits, the
+peak memory above weights+grads and the step time at that batch, and (for comparison at
+equal work) at the unpatched largest batch.
 
     python bench/gpu/bench_models_memory.py [--bits 2]
 
@@ -69,21 +70,34 @@ def child(name: str, mode: str, bits: int, fixed_batch: int) -> dict:
             res = (time.perf_counter() - t0, torch.cuda.max_memory_allocated())
         return {"batch": b, "step_s": res[0], "peak_above_wg_gib": (res[1] - 2 * wbytes) / GIB}
 
+    def fits(b):
+        try:
+            return step(b)
+        except torch.cuda.OutOfMemoryError:
+            return None
+        finally:
+            model.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+
+    # double until OOM, then bisect down to a quarter of the last good batch
     best, b = None, 8
     while b <= 4096:
-        try:
-            best = step(b)
-        except torch.cuda.OutOfMemoryError:
+        r = fits(b)
+        if r is None:
             break
-        finally:
-            torch.cuda.empty_cache()
-        b *= 2
+        best, b = r, 2 * b
+    if best is not None and b <= 4096:
+        lo, hi = best["batch"], b
+        while hi - lo > max(1, lo // 4):
+            mid = (lo + hi) // 2
+            r = fits(mid)
+            if r is None:
+                hi = mid
+            else:
+                best, lo = r, mid
     out = {"status": "ok" if best else "OOM", "largest": best}
     if fixed_batch:
-        try:
-            out["at_fixed"] = step(fixed_batch)
-        except torch.cuda.OutOfMemoryError:
-            out["at_fixed"] = None
+        out["at_fixed"] = fits(fixed_batch)
     return out
 
 
