@@ -34,7 +34,8 @@ echo "== pytest tests/python"
 # instead of the installed package
 cd tests/python
 set +e
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider ${PYTEST_ARGS:-} .
+# jax is installed, so the CPU FFI handlers must have been built: fail if not
+UNSWAG_REQUIRE_JAX_FFI=1 "$VENV/bin/python" -m pytest -q -p no:cacheprovider ${PYTEST_ARGS:-} .
 rc=$?
 set -e
 if [ $rc -eq 5 ]; then

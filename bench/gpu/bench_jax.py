@@ -35,7 +35,7 @@ def run_tests(timeout_s):
            os.path.join(ROOT, "tests", "python", "test_jax_codebooks.py"),
            os.path.join(ROOT, "tests", "python", "test_jax_flax.py")]
     import unswag
-    env = dict(os.environ)
+    env = dict(os.environ, UNSWAG_REQUIRE_JAX_FFI="1")  # a missing CUDA handler fails
     pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(unswag.__file__)))
     env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
                                       else "")

@@ -37,6 +37,15 @@
 #include "unswag.h"
 #include "xla/ffi/api/c_api.h"
 
+/* FFI API 0.4 (jaxlib 0.11) renamed the frame's extension list type from
+ * XLA_FFI_Extension_Base to XLA_FFI_InternalExtension (same layout); the
+ * metadata handshake reads it, so name it for either header. */
+#if XLA_FFI_API_MAJOR == 0 && XLA_FFI_API_MINOR < 4
+typedef XLA_FFI_Extension_Base us_frame_extension;
+#else
+typedef XLA_FFI_InternalExtension us_frame_extension;
+#endif
+
 #if defined(__SSE__) || defined(__x86_64__) || defined(_M_X64)
 #include <xmmintrin.h>
 #define UNSWAG_JAX_X86_CSR 1
@@ -94,7 +103,7 @@ static XLA_FFI_Error *status_error(const XLA_FFI_Api *api, const char *fn, unswa
 /* XLA calls every handler once at registration with a metadata extension
  * in the frame: we answer the FFI version we were compiled against and
  * our traits, and do nothing else. */
-static XLA_FFI_Error *answer_metadata(const XLA_FFI_Api *api, XLA_FFI_Extension_Base *ext,
+static XLA_FFI_Error *answer_metadata(const XLA_FFI_Api *api, us_frame_extension *ext,
                                       XLA_FFI_Handler_Traits traits) {
   XLA_FFI_Metadata_Extension *me = (XLA_FFI_Metadata_Extension *)ext;
   if (me->extension_base.struct_size < XLA_FFI_Metadata_Extension_STRUCT_SIZE)
