@@ -38,8 +38,13 @@ def test_linen_relu_grads_exact():
     loss = lambda p, mod: (mod.apply(p, x) ** 2).sum()  # noqa: E731
     g = jax.jit(jax.grad(lambda p: loss(p, m)))(params)
     g_ref = jax.jit(jax.grad(lambda p: loss(p, _Ref())))(params)
+    # The relu derivative is exact (tests/python/test_jax_ops.py checks dx bit for bit on
+    # every backend).  On the CPU the parameter gradients are bitwise equal too; on a GPU
+    # XLA fuses the relu mask into the bias-gradient reduction of the jax.nn graph but
+    # not across our custom call, so the two graphs may sum in a different order.
+    tol = 0 if jax.default_backend() == "cpu" else 1e-6
     for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(g_ref)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=0)
 
 
 @pytest.mark.parametrize("act", [ujf.SiLU(bits=4), ujf.GELU(bits=8), ujf.GELU(approximate=True),
