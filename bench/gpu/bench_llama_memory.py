@@ -3,9 +3,10 @@
 
 hidden 2048, intermediate 5632, 22 layers, 32 heads, 4 KV heads, vocab 32000; random
 weights; bf16; batch 1; SDPA attention in every row (the surgery's switch is then a no-op,
-so the rows differ only by the MLP path).  For each mode (unpatched, fused, recompute),
-with and without gradient checkpointing, contexts 2k..64k: peak memory above
-weights+grads and step time (forward + backward, no optimizer; the second of two steps).
+so the rows differ only by the MLP path and the loss).  For each mode (unpatched, fused,
+recompute; recompute+loss adds lm_loss="chunked"), with and without gradient
+checkpointing, contexts 2k..64k: peak memory above weights+grads and step time (forward +
+backward, no optimizer; the second of two steps).
 
 The process is capped at 80 GiB (torch.cuda.set_per_process_memory_fraction) when the card
 has more, so "fits in 80 GiB" is literal; the 16 GiB column is read off the measured peaks
@@ -28,7 +29,8 @@ import sys
 import time
 
 CONTEXTS = [2048, 4096, 8192, 16384, 32768, 65536]
-MODES = ["unpatched", "fused", "recompute"]
+# "+loss": also lm_loss="chunked" (the loss without the tokens x vocab logits)
+MODES = ["unpatched", "fused", "recompute", "recompute+loss"]
 GIB = 2 ** 30
 CAP_GIB = 80
 DEVICE = "cuda"  # a smoke test on the CPU overrides this
@@ -54,7 +56,10 @@ def child(mode: str, ckpt: bool, contexts, tile: int):
     patched = None
     if mode != "unpatched":
         from unswag import apply_unswag_surgery
-        patched = sum(apply_unswag_surgery(model, gated=mode, tile_tokens=tile).counts().values())
+        gated, _, loss = mode.partition("+")
+        rep = apply_unswag_surgery(model, gated=gated, tile_tokens=tile,
+                                   lm_loss="chunked" if loss else None)
+        patched = sum(rep.counts().values())
     if ckpt:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     nparam = sum(p.numel() for p in model.parameters())
@@ -147,7 +152,7 @@ def main():
         else:
             results[(mode, ckpt)] = run_pair(mode, ckpt, contexts, a.tile, max(20, min(left, share)))
         for c in contexts:
-            print(f"  {mode:<10} ckpt={int(ckpt)} ctx={c:>6}: {results[(mode, ckpt)][c]}",
+            print(f"  {mode:<14} ckpt={int(ckpt)} ctx={c:>6}: {results[(mode, ckpt)][c]}",
                   file=sys.stderr, flush=True)
 
     cap = f"capped at {CAP_GIB} GiB" if total > CAP_GIB else "uncapped"
@@ -155,7 +160,7 @@ def main():
              f"(forward+backward, no optimizer) on {dev} ({total:.0f} GiB, {cap}); "
              f"{time.strftime('%Y-%m-%d')}; recompute tile {a.tile} tokens",
              "# peak above weights+grads (GiB) / step time (s)", ""]
-    hdr = f"{'mode':<11}{'ckpt':<6}" + "".join(f"{c:>17}" for c in contexts)
+    hdr = f"{'mode':<15}{'ckpt':<6}" + "".join(f"{c:>17}" for c in contexts)
     lines += [hdr, "-" * len(hdr)]
     base_w, fits = None, {}
     for mode, ckpt in combos:
@@ -172,7 +177,7 @@ def main():
                 s = r["status"]
                 cells.append("OOM" if s == "OOM" else ("skip" if s.startswith("skipped")
                                                        else s[:15]))
-        lines.append(f"{mode:<11}{('yes' if ckpt else 'no'):<6}" +
+        lines.append(f"{mode:<15}{('yes' if ckpt else 'no'):<6}" +
                      "".join(f"{c:>17}" for c in cells))
     lines += ["", "# longest measured context whose whole peak (weights+grads included) fits"]
     for budget in (16, CAP_GIB):

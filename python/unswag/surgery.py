@@ -14,7 +14,10 @@ Protocols (DESIGN.md §1):
 - gated MLPs (SwiGLU / GeGLU: ``down_proj(act(gate_proj(x)) * up_proj(x))``)
   with plain ``nn.Linear`` projections: one fused autograd function, exact,
   in mode ``fused`` (keeps x, g, u) or ``recompute`` (keeps x only);
-- Hugging Face models that support it are switched to SDPA attention.
+- Hugging Face models that support it are switched to SDPA attention;
+- opt-in, ``lm_loss="chunked"``: a causal LM's loss is computed by a chunked
+  linear + cross-entropy that never keeps the (tokens x vocab) logits; the
+  output's ``logits`` is then None whenever ``labels`` are given.
 
 Weights, buffers and ``state_dict`` are untouched (activation modules have no
 state; gated MLPs only get a new ``forward``).  Accelerate hooks are kept (the
@@ -143,6 +146,58 @@ def _make_gated_forward(m, act: str, mode: str, tile_tokens: int):
     return forward
 
 
+def _lm_loss_kind(model) -> Tuple[bool, Optional[str]]:
+    """(True, None) if `model` is a Hugging Face causal LM whose loss can be chunked;
+    (False, reason) if it is one that must be left alone; (False, None) otherwise."""
+    import torch.nn as nn
+    name = type(model).__name__
+    if not (name.endswith("ForCausalLM") or name.endswith("LMHeadModel")):
+        return False, None
+    head = getattr(model, "lm_head", None)
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    if type(head) is not nn.Linear or base is None:
+        return False, f"{name}: lm_head is not a plain nn.Linear over a base model; kept"
+    cfg = getattr(model, "config", None)
+    if getattr(cfg, "final_logit_softcapping", None):
+        return False, f"{name}: final logit softcapping is not in the chunked loss; kept"
+    try:
+        src = inspect.getsource(type(model).forward)
+    except (OSError, TypeError):
+        src = ""
+    if "self.loss_function(" not in src or "self.lm_head(" not in src:
+        return False, f"{name}.forward is not lm_head + loss_function; kept"
+    return True, None
+
+
+def _make_lm_forward(model, original, chunk_tokens: int):
+    from .torch.lm_loss import causal_lm_loss
+    base = getattr(model, model.base_model_prefix)
+    head = model.lm_head
+
+    def forward(*args, labels=None, **kwargs):
+        if labels is None and kwargs.get("shift_labels") is None:
+            return original(*args, **kwargs)  # inference: logits as before
+        if len(args) > 1 or kwargs.get("return_dict") is False:
+            return original(*args, labels=labels, **kwargs)
+        if args:
+            kwargs["input_ids"] = args[0]
+        from transformers.modeling_outputs import CausalLMOutputWithPast
+        kwargs.pop("logits_to_keep", None)
+        num_items = kwargs.pop("num_items_in_batch", None)
+        shift_labels = kwargs.pop("shift_labels", None)
+        ignore = kwargs.pop("ignore_index", -100)
+        out = base(**kwargs)
+        loss = causal_lm_loss(out.last_hidden_state, head.weight, labels, head.bias, ignore,
+                              chunk_tokens, num_items, shift_labels)
+        return CausalLMOutputWithPast(loss=loss, logits=None,
+                                      past_key_values=getattr(out, "past_key_values", None),
+                                      hidden_states=getattr(out, "hidden_states", None),
+                                      attentions=getattr(out, "attentions", None))
+
+    forward.__unswag__ = True
+    return forward
+
+
 @dataclass
 class SurgeryReport:
     """What apply_unswag_surgery did: patched (path, protocol), left alone (path, reason)."""
@@ -195,23 +250,28 @@ def _set_attention(model, impl: str) -> Tuple[str, Optional[str]]:
 
 def apply_unswag_surgery(model, *, bits: int = 2, gated: str = "fused",
                          tile_tokens: int = 2048, attention: Optional[str] = "sdpa",
-                         activations: bool = True) -> SurgeryReport:
+                         activations: bool = True,
+                         lm_loss: Optional[str] = None) -> SurgeryReport:
     """Patch `model` in place; returns a SurgeryReport.
 
     bits: code width for non-gated silu/gelu (1, 2, 4 or 8); the relu family is
         always exact with 1 bit.
     gated: "fused" or "recompute" for SwiGLU/GeGLU MLPs, or None to leave them.
-    tile_tokens: tile height (tokens) of the recompute mode.
+    tile_tokens: tile height (tokens) of the recompute mode and of the chunked loss.
     attention: "sdpa" to switch Hugging Face models that support it, None to keep.
     activations: False leaves standalone activation modules alone.
+    lm_loss: "chunked" computes a causal LM's loss without keeping its logits (the
+        output's logits are None when labels are given); None (default) keeps it.
     """
     from .torch import ops  # noqa: F401  (fails early, with a clear error, if torch is absent)
     if bits not in (1, 2, 4, 8):
         raise ValueError(f"bits must be 1, 2, 4 or 8, got {bits}")
     if gated is not None and gated not in GATED_MODES:
         raise ValueError(f"gated must be one of {GATED_MODES} or None, got {gated!r}")
+    if lm_loss not in (None, "chunked"):
+        raise ValueError(f"lm_loss must be 'chunked' or None, got {lm_loss!r}")
     options = dict(bits=bits, gated=gated, tile_tokens=tile_tokens, attention=attention,
-                   activations=activations)
+                   activations=activations, lm_loss=lm_loss)
     state = model.__dict__.get(_STATE)
     if state is not None:
         if state["options"] == options:
@@ -272,7 +332,19 @@ def apply_unswag_surgery(model, *, bits: int = 2, gated: str = "fused",
                 else f"{bits} bit"
             report.patched.append((path, f"{act} {proto}"))
 
-    # 3. attention
+    # 3. the causal-LM loss (opt-in)
+    ok, reason = _lm_loss_kind(model)
+    if lm_loss is not None and reason is not None:
+        report.left_alone.append(("(model)", reason))
+    elif lm_loss is not None and ok:
+        slot = _forward_slot(model)
+        had = slot in model.__dict__
+        original = getattr(model, slot)
+        undo.append(("forward", model, slot, had, model.__dict__.get(slot)))
+        object.__setattr__(model, slot, _make_lm_forward(model, original, tile_tokens))
+        report.patched.append(("(model)", f"lm loss chunked (chunk {tile_tokens} tokens)"))
+
+    # 4. attention
     if attention is not None:
         report.attention, old = _set_attention(model, attention)
         if old is not None:

@@ -233,3 +233,21 @@ def test_streams_devices_and_layouts():
         torch.ops.unswag.act_backward(x.cpu(), codes, "relu", 1, 0.0, -1.0, 1.0)
     with pytest.raises(TypeError, match="unsupported dtype"):
         ut.relu(x.double())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_chunked_lm_loss_on_cuda(dtype):
+    from unswag.torch.lm_loss import linear_cross_entropy
+    g = torch.Generator(device="cuda").manual_seed(0)
+    h = torch.randn(3000, 256, device="cuda", generator=g).to(dtype).requires_grad_()
+    w = (torch.randn(32000, 256, device="cuda", generator=g) / 16).to(dtype).requires_grad_()
+    t = torch.randint(0, 32000, (3000,), device="cuda", generator=g)
+    t[::7] = -100
+    ref = F.cross_entropy(F.linear(h, w).float(), t)
+    g0 = torch.autograd.grad(ref, [h, w])
+    loss = linear_cross_entropy(h, w, t, chunk_tokens=1024)
+    g1 = torch.autograd.grad(loss, [h, w])
+    tol = 1e-5 if dtype == torch.float32 else 4 * 2 ** -7
+    assert abs(loss.item() - ref.item()) <= (1e-6 if dtype == torch.float32 else 1e-4) * ref.item()
+    for a, r in zip(g1, g0):
+        assert a.dtype == dtype and C.rel_err(a, r) <= tol

@@ -11,4 +11,5 @@ from . import ops  # noqa: F401
 from .functional import (activation, codebook, gated_act, gelu, hardtanh, leaky_relu,  # noqa: F401
                          relu, relu6, silu)
 from .gated import GatedMLPFunction, gated_mlp, gated_mlp_weights  # noqa: F401
+from .lm_loss import causal_lm_loss, linear_cross_entropy  # noqa: F401
 from .modules import GELU, Hardtanh, LeakyReLU, ReLU, ReLU6, SiLU  # noqa: F401
