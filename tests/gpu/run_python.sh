@@ -44,9 +44,7 @@ echo "UNSWAG_LIBRARY=$UNSWAG_LIBRARY UNSWAG_JAX_FFI_LIBRARY=${ffi:-none}"
 
 log=$BUILD_DIR/pytest-torch.log
 timeout "${PYTEST_TIMEOUT:-420}" "$PY" -m pytest -q -p no:cacheprovider -rfE \
-  tests/python/test_torch_cuda.py tests/python/test_torch_ops.py tests/python/test_torch_gated.py \
-  tests/python/test_torch_surgery.py tests/python/test_torch_compile.py tests/python/test_package.py \
-  tests/python/test_torch_lm_loss.py \
+  tests/python/test_torch_*.py tests/python/test_package.py \
   2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 summary=$(grep -E '^(=+ )?[0-9]+ [a-z]+.* in [0-9.]+s' "$log" | tail -n1)
