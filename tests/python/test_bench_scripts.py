@@ -1,0 +1,73 @@
+"""The GPU benchmark scripts, run on the CPU with a tiny model and a faked CUDA memory API,
+so that a script broken by a change of the package or of transformers fails here, not after
+a device machine has been started.  Nothing is measured."""
+import importlib.util
+import json
+import os
+import types
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "bench", "gpu",
+                                                                      name + ".py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    cu = torch.cuda
+    monkeypatch.setattr(cu, "get_device_properties",
+                        lambda i: types.SimpleNamespace(total_memory=140 * 2 ** 30))
+    for name in ("set_per_process_memory_fraction", "synchronize", "reset_peak_memory_stats",
+                 "empty_cache"):
+        monkeypatch.setattr(cu, name, lambda *a, **k: None)
+    monkeypatch.setattr(cu, "max_memory_allocated", lambda *a, **k: 3 * 2 ** 30)
+
+
+@pytest.mark.parametrize("mode", ["unpatched", "fused", "recompute", "recompute+loss"])
+def test_llama_memory_child(mode, fake_cuda, monkeypatch, capsys):
+    import transformers as T
+    bench = _load("bench_llama_memory")
+    real = T.LlamaConfig
+
+    def tiny(**kw):
+        kw.update(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, vocab_size=64)
+        return real(**kw)
+
+    monkeypatch.setattr(T, "LlamaConfig", tiny)
+    monkeypatch.setattr(bench, "DEVICE", "cpu")
+    bench.child(mode, mode.endswith("loss"), [16, 32], tile=8)
+    rows = [json.loads(ln[7:]) for ln in capsys.readouterr().out.splitlines()
+            if ln.startswith("RESULT ")]
+    assert [r["ctx"] for r in rows] == [16, 32] and all(r["status"] == "ok" for r in rows)
+    assert (rows[0]["patched"] is None) == (mode == "unpatched")
+
+
+def test_models_memory_child_bisects(fake_cuda, monkeypatch):
+    bench = _load("bench_models_memory")
+
+    def build(name):
+        m = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 1))
+
+        def batch(b):
+            if b > 40:
+                raise torch.cuda.OutOfMemoryError("fake")
+            x = torch.randn(b, 8)
+            return lambda: m(x).square().mean()
+        return m.train(), batch
+
+    monkeypatch.setattr(bench, "_build", build)
+    out = bench.child("tiny", "unswag", 2, 16)
+    # doubling reaches 32, 64 fails, bisection settles within a quarter of 32
+    assert out["status"] == "ok" and out["largest"]["batch"] == 40
+    assert out["at_fixed"]["batch"] == 16
