@@ -12,7 +12,8 @@
 #define N_ACTS 3 /* silu, gelu, gelu_tanh */
 #define N_DTYPES 2 /* fp16, bf16 */
 
-static uint16_t tables[N_ACTS][N_DTYPES][65536];
+/* one entry of padding: the AVX2 forward gathers 32 bits at entry x, reading x + 1 */
+static uint16_t tables[N_ACTS][N_DTYPES][65536 + 2];
 static atomic_int state[N_ACTS][N_DTYPES]; /* 0 empty, 1 being filled, 2 ready */
 
 static void fill(uint16_t *t, unswag_activation act, unswag_dtype dtype) {

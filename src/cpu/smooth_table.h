@@ -6,7 +6,8 @@
 #include "unswag.h"
 
 /* y bits of act (silu, gelu, gelu_tanh) for each of the 65,536 fp16 or bf16
- * input bit patterns: table[x_bits] = f(x).  Built on first use, thread-safe. */
+ * input bit patterns: table[x_bits] = f(x), followed by one zero entry (so a
+ * 32-bit load at any entry stays inside).  Built on first use, thread-safe. */
 const uint16_t *unswag_cpu_smooth_table(unswag_activation act, unswag_dtype dtype);
 
 #endif
