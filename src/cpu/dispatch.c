@@ -7,7 +7,7 @@
 
 static void pick_vector(unswag_fwd_fn *f, unswag_bwd_fn *b) {
 #ifdef UNSWAG_HAVE_AVX2_KERNELS
-  if (__builtin_cpu_supports("avx2")) {
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) {
     *f = unswag_cpu_forward_avx2;
     *b = unswag_cpu_backward_avx2;
     return;
