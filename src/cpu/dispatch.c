@@ -5,9 +5,18 @@
 #include "cpu_kernels.h"
 #include "threads.h"
 
+#ifdef UNSWAG_HAVE_AVX2_KERNELS
+#include <cpuid.h>
+/* F16C by cpuid: some clang versions do not know "f16c" in __builtin_cpu_supports */
+static int have_f16c(void) {
+  unsigned a, b, c, d;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+}
+#endif
+
 static void pick_vector(unswag_fwd_fn *f, unswag_bwd_fn *b) {
 #ifdef UNSWAG_HAVE_AVX2_KERNELS
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) {
+  if (__builtin_cpu_supports("avx2") && have_f16c()) {
     *f = unswag_cpu_forward_avx2;
     *b = unswag_cpu_backward_avx2;
     return;
