@@ -251,7 +251,8 @@ def _set_attention(model, impl: str) -> Tuple[str, Optional[str]]:
 def apply_unswag_surgery(model, *, bits: int = 2, gated: str = "fused",
                          tile_tokens: int = 2048, attention: Optional[str] = "sdpa",
                          activations: bool = True,
-                         lm_loss: Optional[str] = None) -> SurgeryReport:
+                         lm_loss: Optional[str] = None,
+                         long_context=False) -> SurgeryReport:
     """Patch `model` in place; returns a SurgeryReport.
 
     bits: code width for non-gated silu/gelu (1, 2, 4 or 8); the relu family is
@@ -262,6 +263,11 @@ def apply_unswag_surgery(model, *, bits: int = 2, gated: str = "fused",
     activations: False leaves standalone activation modules alone.
     lm_loss: "chunked" computes a causal LM's loss without keeping its logits (the
         output's logits are None when labels are given); None (default) keeps it.
+    long_context: True, or a ``unswag.torch.long_context.LongContextConfig``, runs
+        training calls (those with labels) of a Llama / Mistral / Qwen2 / Qwen3 causal
+        LM through the long-context mode: layer inputs and attention outputs on the
+        host, every layer in sequence chunks, the loss without logits
+        (docs/long_context.md).  Raises UnsupportedModelError for other models.
     """
     from .torch import ops  # noqa: F401  (fails early, with a clear error, if torch is absent)
     if bits not in (1, 2, 4, 8):
@@ -270,8 +276,9 @@ def apply_unswag_surgery(model, *, bits: int = 2, gated: str = "fused",
         raise ValueError(f"gated must be one of {GATED_MODES} or None, got {gated!r}")
     if lm_loss not in (None, "chunked"):
         raise ValueError(f"lm_loss must be 'chunked' or None, got {lm_loss!r}")
+    lc_cfg = _long_context_config(long_context)
     options = dict(bits=bits, gated=gated, tile_tokens=tile_tokens, attention=attention,
-                   activations=activations, lm_loss=lm_loss)
+                   activations=activations, lm_loss=lm_loss, long_context=lc_cfg)
     state = model.__dict__.get(_STATE)
     if state is not None:
         if state["options"] == options:
@@ -332,9 +339,11 @@ def apply_unswag_surgery(model, *, bits: int = 2, gated: str = "fused",
                 else f"{bits} bit"
             report.patched.append((path, f"{act} {proto}"))
 
-    # 3. the causal-LM loss (opt-in)
+    # 3. the causal-LM loss (opt-in); the long-context mode includes its own
     ok, reason = _lm_loss_kind(model)
-    if lm_loss is not None and reason is not None:
+    if lc_cfg is not None:
+        _apply_long_context(model, lc_cfg, report, undo)
+    elif lm_loss is not None and reason is not None:
         report.left_alone.append(("(model)", reason))
     elif lm_loss is not None and ok:
         slot = _forward_slot(model)
@@ -352,6 +361,37 @@ def apply_unswag_surgery(model, *, bits: int = 2, gated: str = "fused",
 
     model.__dict__[_STATE] = {"options": options, "report": report, "undo": undo}
     return report
+
+
+def _long_context_config(long_context):
+    if long_context is False or long_context is None:
+        return None
+    from .torch.long_context import LongContextConfig
+    if long_context is True:
+        return LongContextConfig()
+    if isinstance(long_context, LongContextConfig):
+        return long_context
+    raise TypeError("long_context must be True, False or a LongContextConfig, got "
+                    f"{long_context!r}")
+
+
+def _apply_long_context(model, cfg, report, undo) -> None:
+    from .torch.long_context import host_bytes_per_token, inspect_model, make_forward
+    parts = inspect_model(model)  # raises UnsupportedModelError with the reason
+    slot = _forward_slot(model)
+    had = slot in model.__dict__
+    original = getattr(model, slot)
+    fwd = make_forward(model, original, cfg)
+    undo.append(("forward", model, slot, had, model.__dict__.get(slot)))
+    object.__setattr__(model, slot, fwd)
+    dtype = parts.embed.weight.dtype
+    host = host_bytes_per_token(parts, True, dtype) / 1024
+    host_x = host_bytes_per_token(parts, False, dtype) / 1024
+    report.patched.append((
+        "(model)", f"long-context mode: {len(parts.layers)} layers in chunks of "
+        f"{cfg.chunk_tokens} tokens; host keeps {host:.1f} KiB/token with attention outputs "
+        f"({host_x:.1f} without; keep_attention={cfg.keep_attention}); loss without logits "
+        f"(chunks of {cfg.loss_chunk_tokens})"))
 
 
 def remove_unswag_surgery(model) -> bool:

@@ -21,6 +21,28 @@ from torch import Tensor
 DEFAULT_CHUNK_TOKENS = 2048
 
 
+def chunk_loss_and_grad(hc: Tensor, weight: Tensor, bias: Optional[Tensor], t: Tensor,
+                        valid: Tensor, scale: float, need_grad: bool,
+                        db: Optional[Tensor] = None):
+    """One chunk of rows: (sum of its losses (fp32 scalar), d loss / d logits in hc's
+    dtype, or None when no gradient is needed).  The gradient of the bias, if any, is
+    added to ``db`` (fp32).  Only a (rows x vocab) fp32 buffer lives, reused in place."""
+    logits = F.linear(hc, weight, bias).float()  # what HF's head + .float() gives
+    lse = torch.logsumexp(logits, dim=-1)
+    tgt = t.clamp_min(0).unsqueeze(1)
+    picked = logits.gather(1, tgt).squeeze(1)
+    part = torch.where(valid, lse - picked, 0.0).sum()
+    if not need_grad:
+        return part, None
+    # d loss / d logits = (softmax - onehot) / scale on valid rows, 0 elsewhere
+    g = logits.sub_(lse.unsqueeze(1)).exp_()
+    g.scatter_add_(1, tgt, torch.full_like(picked, -1.0).unsqueeze(1))
+    g.mul_((valid.to(g.dtype) / scale).unsqueeze(1))
+    if db is not None:
+        db += g.sum(0)
+    return part, g.to(hc.dtype)  # the gradient of .float() is cast back, as in eager
+
+
 class LinearCrossEntropyFunction(torch.autograd.Function):
     """forward(h (N, H), weight (V, H), bias (V) or None, targets (N) int, ignore_index,
     chunk_tokens, denom or None) -> scalar fp32 loss."""
@@ -39,26 +61,18 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         step = max(1, int(chunk_tokens))
         for s in range(0, N, step):
-            hc, t, valid = h[s:s + step], targets[s:s + step], valid_all[s:s + step]
-            logits = F.linear(hc, weight, bias).float()  # what HF's head + .float() gives
-            lse = torch.logsumexp(logits, dim=-1)
-            tgt = t.clamp_min(0).unsqueeze(1)
-            picked = logits.gather(1, tgt).squeeze(1)
-            total += torch.where(valid, lse - picked, 0.0).sum()
-            if not (need_h or need_w or need_b):
+            hc = h[s:s + step]
+            part, g = chunk_loss_and_grad(hc, weight, bias, targets[s:s + step],
+                                          valid_all[s:s + step], scale,
+                                          need_h or need_w or need_b, db)
+            total += part
+            if g is None:
                 continue
-            # d loss / d logits = (softmax - onehot) / scale on valid rows, 0 elsewhere
-            g = logits.sub_(lse.unsqueeze(1)).exp_()
-            g.scatter_add_(1, tgt, torch.full_like(picked, -1.0).unsqueeze(1))
-            g.mul_((valid.to(g.dtype) / scale).unsqueeze(1))
-            if need_b:
-                db += g.sum(0)
-            g = g.to(h.dtype)  # the gradient of .float() is cast back, as in eager
             if need_h:
                 dh[s:s + step] = g.mm(weight)
             if need_w:
                 dw += g.t().mm(hc).float()
-            del g, logits
+            del g
         ctx.save_for_backward(dh, dw, db)
         ctx.wdtype = weight.dtype
         return total / scale

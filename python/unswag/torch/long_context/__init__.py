@@ -1,0 +1,165 @@
+"""Long-context training mode for decoder LLMs (Llama, Mistral, Qwen2, Qwen3).
+
+    from unswag import apply_unswag_surgery
+    apply_unswag_surgery(model, long_context=True)      # or LongContextConfig(...)
+    loss = model(input_ids=ids, labels=ids).loss        # logits is None in this mode
+    loss.backward()
+
+What a step keeps, per token: on the host, each layer's input (and, by default, its
+attention output and logsumexp, so the backward runs no attention forward); on the
+GPU, one (tokens x hidden) residual tensor plus, during one layer's backward, K, V
+and their fp32 gradients.  Everything else lives one chunk at a time (engine.py).
+Exact: the model's own modules on chunks, attention exactly (attention.py), fp32
+sums of the parameter gradients.  Calls without labels (inference, generation) run
+the model's original forward unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+import torch
+import torch.nn.functional as F
+
+from .engine import LongContextLM, Run, all_params, forward_step, host_bytes_per_token
+from .host_store import HostMemoryError, HostStore
+from .model import SUPPORTED, UnsupportedModelError, inspect_model
+
+__all__ = ["LongContextConfig", "make_forward", "HostMemoryError", "UnsupportedModelError",
+           "SUPPORTED", "host_bytes_per_token", "inspect_model"]
+
+
+@dataclass(frozen=True)
+class LongContextConfig:
+    """chunk_tokens: tokens per chunk of every token-wise op and of attention's queries.
+    loss_chunk_tokens: rows per chunk of the LM head + cross-entropy.
+    keep_attention: keep each layer's attention output and logsumexp on the host so the
+        backward needs no attention forward (True), recompute it (False), or keep it
+        when the host has room for it, under half its memory ("auto")."""
+    chunk_tokens: int = 8192
+    loss_chunk_tokens: int = 2048
+    keep_attention: Union[bool, str] = "auto"
+
+    def __post_init__(self):
+        for name in ("chunk_tokens", "loss_chunk_tokens"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"LongContextConfig.{name} must be a positive int, got {v!r}")
+        if self.keep_attention not in (True, False, "auto"):
+            raise ValueError("LongContextConfig.keep_attention must be True, False or 'auto', "
+                             f"got {self.keep_attention!r}")
+
+
+# keyword arguments a training call may pass that change nothing here
+_HARMLESS = {"use_cache": (None, False), "output_attentions": (None, False),
+             "output_hidden_states": (None, False), "return_dict": (None, True),
+             "cache": (None,), "past_key_values": (None,), "logits_to_keep": (None, 0)}
+
+
+def _check_call(kwargs, ids) -> None:
+    for k, v in kwargs.items():
+        if k in _HARMLESS and any(v is ok or v == ok for ok in _HARMLESS[k]):
+            continue
+        raise NotImplementedError(
+            f"unswag long-context mode: {k}={v!r} is not supported in a training call "
+            "(it computes the loss without logits, cache or hidden states)")
+    if ids is None:
+        raise NotImplementedError("unswag long-context mode needs input_ids "
+                                  "(inputs_embeds is not supported)")
+    if ids.dim() != 2:
+        raise ValueError(f"unswag long-context mode: input_ids must be (batch, tokens), got "
+                         f"{tuple(ids.shape)}")
+
+
+def _keep_attention(cfg: LongContextConfig, parts, T: int, B: int, dtype, device) -> bool:
+    if cfg.keep_attention != "auto":
+        return bool(cfg.keep_attention)
+    from .host_store import _mem_total_bytes
+    total = _mem_total_bytes()
+    need = host_bytes_per_token(parts, True, dtype) * T * B
+    return device.type == "cuda" and (total == 0 or need <= 0.5 * total)
+
+
+def make_forward(model, original, cfg: LongContextConfig):
+    """A replacement ``forward`` for `model` (a supported *ForCausalLM): calls with labels
+    run the long-context step, all others the original forward."""
+    parts = inspect_model(model)
+    params = all_params(parts)
+    stores = {}
+
+    def forward(*args, labels=None, **kwargs):
+        shift = kwargs.pop("shift_labels", None)
+        if labels is None and shift is None:
+            return original(*args, **kwargs)
+        if len(args) > 1:
+            raise NotImplementedError("unswag long-context mode: pass arguments other than "
+                                      "input_ids by keyword")
+        ids = args[0] if args else kwargs.pop("input_ids", None)
+        mask = kwargs.pop("attention_mask", None)
+        pos = kwargs.pop("position_ids", None)
+        num_items = kwargs.pop("num_items_in_batch", None)
+        ignore = int(kwargs.pop("ignore_index", -100))
+        if kwargs.pop("inputs_embeds", None) is not None:
+            ids = None
+        _check_call(kwargs, ids)
+        B, T = ids.shape
+        if mask is not None and not bool((mask != 0).all()):
+            raise NotImplementedError(
+                "unswag long-context mode: attention_mask with padding (zeros) is not "
+                "supported; every token attends all earlier tokens (pack sequences without "
+                "padding, or pass no mask)")
+        for i, L in enumerate(parts.layers):
+            if L.sliding_window is not None and T > L.sliding_window:
+                raise NotImplementedError(
+                    f"unswag long-context mode: layer {i} uses a sliding window of "
+                    f"{L.sliding_window} tokens and the sequence has {T}; sliding-window "
+                    "attention is not supported")
+        if parts.attention_dropout and model.training:
+            raise NotImplementedError("unswag long-context mode: attention dropout "
+                                      f"{parts.attention_dropout} is not supported in training")
+        if pos is None:
+            pos = torch.arange(T, device=ids.device).unsqueeze(0)
+        if shift is None:
+            shift = F.pad(labels, (0, 1), value=ignore)[..., 1:]
+        denom = None
+        if num_items is not None:
+            denom = float(num_items.item() if torch.is_tensor(num_items) else num_items)
+        dtype = parts.embed.weight.dtype
+        store = stores.get(ids.device)
+        if store is None:
+            store = stores[ids.device] = HostStore(ids.device)
+        chunk = cfg.chunk_tokens
+        run = Run(parts=parts, store=store,
+                  chunks=[(s, min(s + chunk, T)) for s in range(0, T, chunk)],
+                  keep_attention=_keep_attention(cfg, parts, T, B, dtype, ids.device),
+                  position_ids=pos, targets=shift.to(ids.device), ignore_index=ignore,
+                  denom=denom, loss_chunk=cfg.loss_chunk_tokens, params=params)
+        need_grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+        if need_grad:
+            loss = LongContextLM.apply(run, ids, *params)
+        else:
+            with torch.no_grad():
+                loss, _ = forward_step(run, ids, False)
+        forward.last_run = run.stats | {"keep_attention": run.keep_attention,
+                                        "chunks": len(run.chunks)}
+        from transformers.modeling_outputs import CausalLMOutputWithPast
+        return CausalLMOutputWithPast(loss=loss, logits=None)
+
+    forward.__unswag__ = True
+    forward.last_run = {}
+    forward.host_stores = stores
+    return forward
+
+
+def host_bytes(model) -> int:
+    """Host bytes the long-context mode holds for `model` (pinned arena capacity)."""
+    fwd = model.__dict__.get("forward") or model.__dict__.get("_old_forward")
+    stores = getattr(fwd, "host_stores", {}) if fwd is not None else {}
+    return sum(s.capacity for s in stores.values())
+
+
+def release_host_memory(model) -> None:
+    fwd = model.__dict__.get("forward") or model.__dict__.get("_old_forward")
+    for s in getattr(fwd, "host_stores", {}).values():
+        s.release()
+
