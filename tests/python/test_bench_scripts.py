@@ -71,3 +71,15 @@ def test_models_memory_child_bisects(fake_cuda, monkeypatch):
     # doubling reaches 32, 64 fails, bisection settles within a quarter of 32
     assert out["status"] == "ok" and out["largest"]["batch"] == 40
     assert out["at_fixed"]["batch"] == 16
+
+
+@pytest.mark.parametrize("mode", ["hf+ckpt", "unswag-prev", "unswag-long"])
+def test_long_context_child(mode, monkeypatch, capsys):
+    bench = _load("bench_long_context")
+    monkeypatch.setattr(bench, "DEVICE", "cpu")
+    bench.child(mode, [16, 32], cap=80, small=True)
+    rows = [json.loads(ln[7:]) for ln in capsys.readouterr().out.splitlines()
+            if ln.startswith("RESULT ")]
+    assert [r["ctx"] for r in rows] == [16, 32] and all(r["status"] == "ok" for r in rows)
+    if mode == "unswag-long":
+        assert rows[-1]["host_gib"] > 0
