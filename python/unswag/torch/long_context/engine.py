@@ -291,10 +291,11 @@ def _layer_backward(run: Run, li: int, dY: Tensor, cos: Tensor, sin: Tensor,
         dh, do = g1[0], g1[1]
         _accumulate(acc, ps1, g1[2:])
         del h, y, ol, g1
-        dq, dk, dv = attention.backward(do, q.detach(), K[:, :e], V[:, :e], o, lse, P.scale)
-        dK[:, :e] += dk
-        dV[:, :e] += dv
-        del dk, dv, do, o, lse
+        dq, pieces = attention.backward(do, q.detach(), K[:, :e], V[:, :e], o, lse, P.scale)
+        for off, dk, dv in pieces:
+            dK[:, off:off + dk.shape[1]] += dk
+            dV[:, off:off + dv.shape[1]] += dv
+        del pieces, dk, dv, do, o, lse
         # every query at or after s has now added its part to dK, dV of keys [s, e)
         g3 = torch.autograd.grad([q, k, v], [xl] + ps3,
                                  [dq, dK[:, s:e].to(k.dtype), dV[:, s:e].to(v.dtype)])
