@@ -17,7 +17,11 @@ the first failure):
 Printed per (mode, context): whole peak (torch.cuda.max_memory_allocated), peak above
 weights+grads, step time, host bytes held (pinned), and the slope of the peak per token
 between measured contexts.  Contexts up to 64k run two steps and report the second;
-longer ones run one (the process is warm from the shorter contexts).  A mode whose
+longer ones run one (the process is warm from the shorter contexts), except the Liger
+offload mode up to 128k, which runs two so that its pinned buffers exist before the
+timed step; UnSwag's long-context mode reserves its host memory before timing
+(unswag.torch.long_context.reserve_host_memory).  At 256k and beyond the Liger offload
+mode's single step includes its first-use pinned allocations.  A mode whose
 package is missing (Liger) is skipped, saying so.  The process is capped with
 torch.cuda.set_per_process_memory_fraction (--cap GiB).
 
@@ -119,7 +123,13 @@ def child(mode: str, contexts, cap: float, small: bool = False):
         res = {"ctx": ctx}
         try:
             times, peak, host = [], 0, 0
-            for _ in range(2 if ctx <= 65536 else 1):
+            if mode == "unswag-long":  # page-lock the host memory before the timed steps
+                from unswag.torch.long_context import reserve_host_memory
+                reserve_host_memory(model, ctx)
+            # two steps (the second timed) where affordable, and for the offload modes up
+            # to 128k so that their pinned host memory is allocated before the timed step
+            for _ in range(2 if ctx <= 65536 or (mode.endswith("offload")
+                                                 and ctx <= 131072) else 1):
                 model.zero_grad(set_to_none=True)
                 if dev.type == "cuda":
                     torch.cuda.synchronize()
@@ -226,7 +236,8 @@ def main():
     lines = [f"# TinyLlama-1.1B shape, bf16, batch 1, one training step on {dev}, process "
              f"capped at {a.cap:g} GiB; {versions}; {time.strftime('%Y-%m-%d')}",
              "# whole peak GiB / above weights+grads GiB / step s / host GiB "
-             "(contexts <= 64k: 2nd of 2 steps; longer: 1 step)", ""]
+             "(2nd of 2 steps up to 64k, and up to 128k for liger-tiled+offload; "
+             "else 1 step)", ""]
     for mode in a.modes:
         lines.append(mode)
         prev = None

@@ -205,3 +205,18 @@ def test_host_store_roundtrip_cpu():
     assert torch.equal(st.load(("x", 0, 0))(), x)
     with pytest.raises(RuntimeError, match="slot"):
         st.save(("x", 0, 0), torch.zeros(3, 2, dtype=torch.bfloat16))
+
+
+def test_reserve_host_memory_before_the_first_step():
+    from unswag.torch.long_context import host_bytes, reserve_host_memory
+    m = tiny("llama")
+    with pytest.raises(ValueError, match="not in the long-context mode"):
+        reserve_host_memory(m, 64)
+    apply_unswag_surgery(m, long_context=LongContextConfig(chunk_tokens=16, keep_attention=True))
+    got = reserve_host_memory(m, 37, batch=2)
+    # 2 layers x (x: 64 bf16-or-fp32 values + o: 4 heads x 16 + lse: 4 fp32) per token
+    assert got >= 2 * 2 * 37 * (64 * 4 + 64 * 4 + 4 * 4)
+    assert host_bytes(m) >= got
+    before = host_bytes(m)
+    step(m, *batch())
+    assert host_bytes(m) == before  # the step reused the reserved arena

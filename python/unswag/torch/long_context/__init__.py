@@ -21,12 +21,14 @@ from typing import Union
 import torch
 import torch.nn.functional as F
 
-from .engine import LongContextLM, Run, all_params, forward_step, host_bytes_per_token
+from .engine import (LongContextLM, Run, all_params, forward_step, host_bytes_per_token,
+                     host_specs)
 from .host_store import HostMemoryError, HostStore
 from .model import SUPPORTED, UnsupportedModelError, inspect_model
 
 __all__ = ["LongContextConfig", "make_forward", "HostMemoryError", "UnsupportedModelError",
-           "SUPPORTED", "host_bytes_per_token", "inspect_model"]
+           "SUPPORTED", "host_bytes_per_token", "inspect_model", "host_bytes",
+           "reserve_host_memory", "release_host_memory"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,19 @@ def make_forward(model, original, cfg: LongContextConfig):
     params = all_params(parts)
     stores = {}
 
+    def layout(B: int, T: int, device):
+        """The host store of `device`, the chunks and whether attention outputs are kept."""
+        store = stores.get(device)
+        if store is None:
+            store = stores[device] = HostStore(device)
+        chunk = cfg.chunk_tokens
+        keep = _keep_attention(cfg, parts, T, B, parts.embed.weight.dtype, device)
+        return store, [(s, min(s + chunk, T)) for s in range(0, T, chunk)], keep
+
+    def reserve(B: int, T: int, device) -> int:
+        store, chunks, keep = layout(B, T, device)
+        return store.plan(host_specs(parts, B, chunks, keep, parts.embed.weight.dtype))
+
     def forward(*args, labels=None, **kwargs):
         shift = kwargs.pop("shift_labels", None)
         if labels is None and shift is None:
@@ -124,14 +139,8 @@ def make_forward(model, original, cfg: LongContextConfig):
         denom = None
         if num_items is not None:
             denom = float(num_items.item() if torch.is_tensor(num_items) else num_items)
-        dtype = parts.embed.weight.dtype
-        store = stores.get(ids.device)
-        if store is None:
-            store = stores[ids.device] = HostStore(ids.device)
-        chunk = cfg.chunk_tokens
-        run = Run(parts=parts, store=store,
-                  chunks=[(s, min(s + chunk, T)) for s in range(0, T, chunk)],
-                  keep_attention=_keep_attention(cfg, parts, T, B, dtype, ids.device),
+        store, chunks, keep = layout(B, T, ids.device)
+        run = Run(parts=parts, store=store, chunks=chunks, keep_attention=keep,
                   position_ids=pos, targets=shift.to(ids.device), ignore_index=ignore,
                   denom=denom, loss_chunk=cfg.loss_chunk_tokens, params=params)
         need_grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
@@ -148,6 +157,7 @@ def make_forward(model, original, cfg: LongContextConfig):
     forward.__unswag__ = True
     forward.last_run = {}
     forward.host_stores = stores
+    forward.reserve = reserve
     return forward
 
 
@@ -156,6 +166,17 @@ def host_bytes(model) -> int:
     fwd = model.__dict__.get("forward") or model.__dict__.get("_old_forward")
     stores = getattr(fwd, "host_stores", {}) if fwd is not None else {}
     return sum(s.capacity for s in stores.values())
+
+
+def reserve_host_memory(model, tokens: int, batch: int = 1) -> int:
+    """Allocates and page-locks now the host memory that a training step of `batch` x
+    `tokens` will keep, so that the first step does not pay for it; returns its bytes.
+    HostMemoryError if the host cannot hold it."""
+    fwd = model.__dict__.get("forward") or model.__dict__.get("_old_forward")
+    if getattr(fwd, "reserve", None) is None:
+        raise ValueError("reserve_host_memory: the model is not in the long-context mode "
+                         "(apply_unswag_surgery(model, long_context=True) first)")
+    return fwd.reserve(int(batch), int(tokens), next(model.parameters()).device)
 
 
 def release_host_memory(model) -> None:
