@@ -224,6 +224,48 @@ UNSWAG_API unswag_status unswag_gated_backward(unswag_activation act, unswag_dty
                                                const void *dh, const void *g, const void *u,
                                                void *dg, void *du, size_t n);
 
+/* ---- RMSNorm (Llama, Mistral, Qwen2, Qwen3) ------------------------------------ */
+
+/* Per row of `cols` elements (row r at x + r * cols; rows contiguous), the
+ * Hugging Face LlamaRMSNorm, with the rounding it does (docs/rmsnorm.md):
+ *   rstd[r] = 1 / sqrt(mean(float(x)^2) + eps)       fp32, one per row
+ *   n       = round_to_dtype(float(x) * rstd[r])
+ *   y       = round_to_dtype(float(w) * float(n))
+ * The row sum runs in a fixed order (256 lanes of 8-element groups, then a
+ * tree) in fp32 (fp32 dtype: in double), the same on the CPU and on CUDA, so
+ * y, rstd and dx are the same bytes on both.  Backward needs only x and rstd
+ * (no fp32 copy of the activations).  A row with a NaN gives NaN; a row whose
+ * sum of squares overflows (only possible for bf16) gives rstd 0.
+ *
+ * weight_offset: 0 (Llama); any other value is UNSWAG_ERR_BAD_PARAM for now.
+ * eps: finite and >= 0.  cols > 0 when rows > 0.  y may be x (the same
+ * pointer); no other overlap between an output and any buffer is allowed.
+ * Computed NaNs are the canonical quiet NaN of the dtype (rstd: of fp32). */
+UNSWAG_API unswag_status unswag_rmsnorm_forward(unswag_dtype dtype, const void *x,
+                                                const void *w, void *y, float *rstd,
+                                                size_t rows, size_t cols, float eps,
+                                                float weight_offset);
+
+/* Given dy, x, w and the forward's rstd (per row, in fp32 math):
+ *   g  = float(dy) * float(w),  nf = float(x) * rstd
+ *   dx = round_to_dtype(rstd * (g - nf * mean(g * nf)))
+ *   dw_accum[j] += sum over rows of float(dy) * float(n)   (n as in forward)
+ * dw_accum (cols fp32 values) is ADDED to, so tiles of rows can accumulate
+ * into one buffer; zero it before the first tile.  The column sums run in
+ * a fixed order (chunks of rows, see unswag_rmsnorm_workspace_bytes),
+ * identical on the CPU and on CUDA.  dx may be dy (the same pointer); no
+ * other overlap is allowed. */
+UNSWAG_API unswag_status unswag_rmsnorm_backward(unswag_dtype dtype, const void *dy,
+                                                 const void *x, const void *w,
+                                                 const float *rstd, void *dx, float *dw_accum,
+                                                 size_t rows, size_t cols, float weight_offset);
+
+/* Bytes of device workspace unswag_rmsnorm_backward_cuda needs for a call of
+ * (rows, cols): the fp32 column sums of each chunk of rows, at most 512
+ * chunks (0 for rows == 0).  UNSWAG_ERR_SIZE_OVERFLOW if not representable. */
+UNSWAG_API unswag_status unswag_rmsnorm_workspace_bytes(size_t rows, size_t cols,
+                                                        size_t *out_bytes);
+
 /* ---- CUDA kernels ----------------------------------------------------------- */
 
 /* 1 if the library was built with CUDA, else 0. */
@@ -244,6 +286,19 @@ UNSWAG_API unswag_status unswag_gated_backward_cuda(unswag_activation act,
                                                     unswag_dtype dtype, const void *dh,
                                                     const void *g, const void *u, void *dg,
                                                     void *du, size_t n, void *stream);
+
+/* RMSNorm on CUDA: the CPU calls' semantics and bytes.  The backward takes a
+ * caller-provided device workspace of at least unswag_rmsnorm_workspace_bytes
+ * (no allocation; deterministic, no atomics: a second kernel adds the chunks'
+ * column sums in order into dw_accum). */
+UNSWAG_API unswag_status unswag_rmsnorm_forward_cuda(unswag_dtype dtype, const void *x,
+                                                     const void *w, void *y, float *rstd,
+                                                     size_t rows, size_t cols, float eps,
+                                                     float weight_offset, void *stream);
+UNSWAG_API unswag_status unswag_rmsnorm_backward_cuda(
+    unswag_dtype dtype, const void *dy, const void *x, const void *w, const float *rstd,
+    void *dx, float *dw_accum, void *workspace, size_t workspace_bytes, size_t rows,
+    size_t cols, float weight_offset, void *stream);
 
 #ifdef __cplusplus
 }

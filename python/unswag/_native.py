@@ -53,7 +53,7 @@ def _candidates():
 
 def _declare(l):
     c = ctypes
-    vp, sz, i, st = c.c_void_p, c.c_size_t, c.c_int, c.c_int
+    vp, sz, i, st, f = c.c_void_p, c.c_size_t, c.c_int, c.c_int, c.c_float
     sigs = {
         "unswag_status_string": ([i], c.c_char_p),
         "unswag_last_error": ([], c.c_char_p),
@@ -72,6 +72,14 @@ def _declare(l):
         "unswag_gated_backward": ([i, i, vp, vp, vp, vp, vp, sz], st),
         "unswag_gated_forward_cuda": ([i, i, vp, vp, vp, sz, vp], st),
         "unswag_gated_backward_cuda": ([i, i, vp, vp, vp, vp, vp, sz, vp], st),
+        # RMSNorm: (dtype, x, w, y, rstd, rows, cols, eps, weight_offset[, stream])
+        "unswag_rmsnorm_forward": ([i, vp, vp, vp, vp, sz, sz, f, f], st),
+        "unswag_rmsnorm_forward_cuda": ([i, vp, vp, vp, vp, sz, sz, f, f, vp], st),
+        # (dtype, dy, x, w, rstd, dx, dw_accum, [workspace, workspace_bytes,] rows, cols,
+        #  weight_offset[, stream])
+        "unswag_rmsnorm_backward": ([i, vp, vp, vp, vp, vp, vp, sz, sz, f], st),
+        "unswag_rmsnorm_backward_cuda": ([i, vp, vp, vp, vp, vp, vp, vp, sz, sz, sz, f, vp], st),
+        "unswag_rmsnorm_workspace_bytes": ([sz, sz, c.POINTER(sz)], st),
     }
     for name, (args, res) in list(sigs.items()) + list(optional.items()):
         if not hasattr(l, name):

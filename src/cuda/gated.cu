@@ -30,45 +30,15 @@
 
 #include "../core/gated_math.h"
 #include "../core/internal.h"
+#include "common.cuh"
+
+using namespace unswag_cuda;
 
 namespace {
 
-constexpr int kThreads = 256;    // threads a block
-constexpr int kMaxDevices = 64;  // devices whose launch geometry is cached
+constexpr int kThreads = 256;  // threads a block
 
 enum Mode { kVec = 0, kElem = 1, kByte = 2 };
-
-__host__ __device__ constexpr int elem_size(int dt) { return dt == UNSWAG_F32 ? 4 : 2; }
-
-// ---- element access (values as bits in a uint32_t) ------------------------------------
-
-template <int ES, int MODE>
-__device__ __forceinline__ uint32_t load_elem(const uint8_t *p, size_t i) {
-  if constexpr (MODE == kByte) {
-    const uint8_t *q = p + i * ES;
-    uint32_t v = 0;
-#pragma unroll
-    for (int b = 0; b < ES; ++b) v |= (uint32_t)q[b] << (8 * b);
-    return v;
-  } else if constexpr (ES == 4) {
-    return reinterpret_cast<const uint32_t *>(p)[i];
-  } else {
-    return reinterpret_cast<const uint16_t *>(p)[i];
-  }
-}
-
-template <int ES, int MODE>
-__device__ __forceinline__ void store_elem(uint8_t *p, size_t i, uint32_t v) {
-  if constexpr (MODE == kByte) {
-    uint8_t *q = p + i * ES;
-#pragma unroll
-    for (int b = 0; b < ES; ++b) q[b] = (uint8_t)(v >> (8 * b));
-  } else if constexpr (ES == 4) {
-    reinterpret_cast<uint32_t *>(p)[i] = v;
-  } else {
-    reinterpret_cast<uint16_t *>(p)[i] = (uint16_t)v;
-  }
-}
 
 // ---- one element: the shared math ------------------------------------------------------
 
@@ -88,26 +58,6 @@ __device__ __forceinline__ void bwd_one(uint32_t dh, uint32_t g, uint32_t u, uin
     us_gated_bwd16(ACT, DT == UNSWAG_BF16, (uint16_t)dh, (uint16_t)g, (uint16_t)u, &a, &b);
     *dg = a;
     *du = b;
-  }
-}
-
-// ---- 16-byte vectors: element k of a uint4 ----------------------------------------------
-
-template <int ES>
-__device__ __forceinline__ uint32_t vec_get(const uint4 &v, int k) {
-  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-  if constexpr (ES == 4) return w[k];
-  else return (w[k >> 1] >> (16 * (k & 1))) & 0xFFFFu;
-}
-
-template <int ES>
-__device__ __forceinline__ void vec_set(uint4 &v, int k, uint32_t e) {
-  if constexpr (ES == 4) {
-    (k == 0 ? v.x : k == 1 ? v.y : k == 2 ? v.z : v.w) = e;
-  } else {
-    uint32_t &w = (k >> 1) == 0 ? v.x : (k >> 1) == 1 ? v.y : (k >> 1) == 2 ? v.z : v.w;
-    const int sh = 16 * (k & 1);
-    w = (w & ~(0xFFFFu << sh)) | (e << sh);
   }
 }
 
@@ -136,9 +86,9 @@ __global__ void __launch_bounds__(kThreads)
     }
     done = nv * kPer;
   }
-  constexpr int M = MODE == kVec ? kElem : MODE;
+  constexpr bool B = MODE == kByte;  // the tail of kVec goes element by element
   for (size_t i = done + tid; i < n; i += stride)
-    store_elem<ES, M>(h, i, fwd_one<ACT, DT>(load_elem<ES, M>(g, i), load_elem<ES, M>(u, i)));
+    store_elem<ES>(h, i, fwd_one<ACT, DT>(load_elem<ES>(g, i, B), load_elem<ES>(u, i, B)), B);
 }
 
 template <int ACT, int DT, int MODE>
@@ -172,48 +122,17 @@ __global__ void __launch_bounds__(kThreads)
     }
     done = nv * kPer;
   }
-  constexpr int M = MODE == kVec ? kElem : MODE;
+  constexpr bool B = MODE == kByte;
   for (size_t i = done + tid; i < n; i += stride) {
     uint32_t eg, eu;
-    bwd_one<ACT, DT>(load_elem<ES, M>(dh, i), load_elem<ES, M>(g, i), load_elem<ES, M>(u, i),
-                     &eg, &eu);
-    store_elem<ES, M>(dg, i, eg);
-    store_elem<ES, M>(du, i, eu);
+    bwd_one<ACT, DT>(load_elem<ES>(dh, i, B), load_elem<ES>(g, i, B), load_elem<ES>(u, i, B), &eg,
+                     &eu);
+    store_elem<ES>(dg, i, eg, B);
+    store_elem<ES>(du, i, eu, B);
   }
 }
 
-// ---- launch geometry ----------------------------------------------------------------------
-
-// Most blocks worth launching for `kernel` on `dev` (SMs x resident blocks per
-// SM), queried once per (kernel, device) and kept in `cache`.
-int grid_limit(std::atomic<int> *cache, int dev, const void *kernel) {
-  if (dev >= 0 && dev < kMaxDevices) {
-    const int v = cache[dev].load(std::memory_order_relaxed);
-    if (v > 0) return v;
-  }
-  int sms = 0, per_sm = 0;
-  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-      sms <= 0) {
-    (void)cudaGetLastError();
-    sms = 1;
-  }
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0) !=
-          cudaSuccess ||
-      per_sm <= 0) {
-    (void)cudaGetLastError();
-    per_sm = 1;
-  }
-  const int v = sms * per_sm;
-  if (dev >= 0 && dev < kMaxDevices) cache[dev].store(v, std::memory_order_relaxed);
-  return v;
-}
-
-// Blocks for n elements handled `per` to a thread, at most `limit`.
-unsigned grid_size(size_t n, size_t per, int limit) {
-  const size_t per_block = (size_t)kThreads * per;
-  const size_t want = (n + per_block - 1) / per_block;
-  return (unsigned)(want < 1 ? 1 : (want < (size_t)limit ? want : (size_t)limit));
-}
+// ---- launchers (launch geometry: common.cuh) ------------------------------------------------
 
 struct Call {
   const void *dh, *g, *u;  // inputs (dh: backward only)
@@ -229,7 +148,8 @@ void launch_forward(const Call &c) {
   static std::atomic<int> cache[kMaxDevices];
   auto kernel = gated_forward_kernel<ACT, DT, MODE>;
   const size_t per = MODE == kVec ? 16 / elem_size(DT) : 1;
-  const unsigned blocks = grid_size(c.n, per, grid_limit(cache, c.dev, (const void *)kernel));
+  const unsigned blocks =
+      grid_size(c.n, kThreads * per, grid_limit(cache, c.dev, (const void *)kernel, kThreads));
   kernel<<<blocks, kThreads, 0, c.stream>>>((const uint8_t *)c.g, (const uint8_t *)c.u,
                                             (uint8_t *)c.h, c.n);
 }
@@ -239,7 +159,8 @@ void launch_backward(const Call &c) {
   static std::atomic<int> cache[kMaxDevices];
   auto kernel = gated_backward_kernel<ACT, DT, MODE>;
   const size_t per = MODE == kVec ? 16 / elem_size(DT) : 1;
-  const unsigned blocks = grid_size(c.n, per, grid_limit(cache, c.dev, (const void *)kernel));
+  const unsigned blocks =
+      grid_size(c.n, kThreads * per, grid_limit(cache, c.dev, (const void *)kernel, kThreads));
   kernel<<<blocks, kThreads, 0, c.stream>>>((const uint8_t *)c.dh, (const uint8_t *)c.g,
                                             (const uint8_t *)c.u, (uint8_t *)c.dg,
                                             (uint8_t *)c.du, c.n);
@@ -280,64 +201,14 @@ void dispatch(const Call &c, unswag_activation act, unswag_dtype dtype) {
   }
 }
 
-// ---- checks (argument checks: unswag_gated_validate, shared with the CPU) ----------------------
-
-unswag_status current_device(const char *fn, int *dev) {
-  const cudaError_t e = cudaGetDevice(dev);
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();
-    return unswag_fail(UNSWAG_ERR_CUDA_NO_DEVICE, "%s: no usable CUDA device (%s: %s)", fn,
-                       cudaGetErrorName(e), cudaGetErrorString(e));
-  }
-  return UNSWAG_OK;
-}
-
-// A pointer the kernels can dereference on `dev`: device memory of that
-// device, managed memory, or pinned host memory mapped at the same address.
-unswag_status check_pointer(const char *fn, const char *what, const void *p, int dev) {
-  cudaPointerAttributes attr;
-  memset(&attr, 0, sizeof attr);
-  const cudaError_t e = cudaPointerGetAttributes(&attr, p);
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();
-    return unswag_fail(UNSWAG_ERR_BAD_POINTER, "%s: %s = %p is not a CUDA pointer (%s)", fn,
-                       what, p, cudaGetErrorString(e));
-  }
-  switch (attr.type) {
-    case cudaMemoryTypeDevice:
-      if (attr.device != dev)
-        return unswag_fail(UNSWAG_ERR_BAD_POINTER,
-                           "%s: %s = %p is memory of device %d, the current device is %d", fn,
-                           what, p, attr.device, dev);
-      return UNSWAG_OK;
-    case cudaMemoryTypeManaged:
-      return UNSWAG_OK;
-    case cudaMemoryTypeHost:
-      if (attr.devicePointer == p) return UNSWAG_OK;
-      return unswag_fail(UNSWAG_ERR_BAD_POINTER,
-                         "%s: %s = %p is pinned host memory not mapped at the same device "
-                         "address",
-                         fn, what, p);
-    default:
-      return unswag_fail(UNSWAG_ERR_BAD_POINTER,
-                         "%s: %s = %p is host memory (not allocated or registered with CUDA)",
-                         fn, what, p);
-  }
-}
+// ---- access mode (argument checks: unswag_gated_validate, shared with the CPU; pointer
+// checks: common.cuh) ---------------------------------------------------------------------------
 
 // The access mode every pointer allows (p_or: all pointers OR-ed together).
 int mode_for(uintptr_t p_or, size_t es) {
   if (p_or % 16 == 0) return kVec;
   if (p_or % es == 0) return kElem;
   return kByte;
-}
-
-unswag_status launch_status(const char *fn) {
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess)
-    return unswag_fail(UNSWAG_ERR_CUDA_LAUNCH, "%s: kernel launch failed (%s: %s)", fn,
-                       cudaGetErrorName(e), cudaGetErrorString(e));
-  return UNSWAG_OK;
 }
 
 }  // namespace

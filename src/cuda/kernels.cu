@@ -44,6 +44,9 @@
 
 #include "../core/act_math.h"
 #include "../core/internal.h"
+#include "common.cuh"
+
+using namespace unswag_cuda;
 
 namespace {
 
@@ -70,7 +73,6 @@ namespace {
 #ifndef UNSWAG_CUDA_COMPUTE_UNROLL
 #define UNSWAG_CUDA_COMPUTE_UNROLL 1
 #endif
-constexpr int kMaxDevices = 64;  // devices whose launch geometry is cached
 
 // bf16 forward of smooth activations: a per-block shared-memory table of
 // (y | code << 16) for every bf16 input with kLutLo <= |x| bits < kLutHi,
@@ -91,7 +93,6 @@ constexpr int kLeaky = 1;   // leaky_relu:           code ? dy : dy * slope
 constexpr int kScale = 2;   // smooth:               dy * level[code]
 
 __host__ __device__ constexpr bool is_exact(int act) { return act <= UNSWAG_HARDTANH; }
-__host__ __device__ constexpr int elem_size(int dt) { return dt == UNSWAG_F32 ? 4 : 2; }
 __host__ __device__ constexpr bool use_lut(int act, int dt) {
   return !is_exact(act) && dt == UNSWAG_BF16;
 }
@@ -307,42 +308,7 @@ struct BwdMath {
   }
 };
 
-// ---- memory access ---------------------------------------------------------------
-
-// Element i of an array of ES-byte elements; byte by byte when the pointer
-// is not aligned to ES (little-endian, as the device is).
-template <int ES>
-__device__ __forceinline__ uint32_t load_elem(const uint8_t *p, size_t i, bool bytewise) {
-  if (bytewise) {
-    const uint8_t *q = p + i * ES;
-    uint32_t v = 0;
-#pragma unroll
-    for (int k = 0; k < ES; ++k) v |= (uint32_t)q[k] << (8 * k);
-    return v;
-  }
-  if constexpr (ES == 2) return reinterpret_cast<const uint16_t *>(p)[i];
-  else return reinterpret_cast<const uint32_t *>(p)[i];
-}
-
-template <int ES>
-__device__ __forceinline__ void store_elem(uint8_t *p, size_t i, uint32_t v, bool bytewise) {
-  if (bytewise) {
-    uint8_t *q = p + i * ES;
-#pragma unroll
-    for (int k = 0; k < ES; ++k) q[k] = (uint8_t)(v >> (8 * k));
-    return;
-  }
-  if constexpr (ES == 2) reinterpret_cast<uint16_t *>(p)[i] = (uint16_t)v;
-  else reinterpret_cast<uint32_t *>(p)[i] = v;
-}
-
-// 16-byte loads and stores of the vector kernels.
-__device__ __forceinline__ uint4 load16(const uint8_t *p, size_t i) {
-  return reinterpret_cast<const uint4 *>(p)[i];
-}
-__device__ __forceinline__ void store16(uint8_t *p, size_t i, uint4 v) {
-  reinterpret_cast<uint4 *>(p)[i] = v;
-}
+// ---- groups of 8 elements (element access: common.cuh) ----------------------------
 
 // Group g (elements 8g .. 8g+7) into e[0..8).
 template <int ES, bool VEC>
@@ -546,37 +512,7 @@ __global__ void __launch_bounds__(threads_of(kStream))
   }
 }
 
-// ---- launch geometry ------------------------------------------------------------------
-
-// Most blocks worth launching for `kernel` on `dev`: SMs x resident blocks per
-// SM, queried once per (kernel, device) and kept in `cache`.
-int grid_limit(std::atomic<int> *cache, int dev, const void *kernel, int threads) {
-  if (dev >= 0 && dev < kMaxDevices) {
-    const int v = cache[dev].load(std::memory_order_relaxed);
-    if (v > 0) return v;
-  }
-  int sms = 0, per_sm = 0;
-  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-      sms <= 0) {
-    (void)cudaGetLastError();
-    sms = 1;
-  }
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0) !=
-          cudaSuccess ||
-      per_sm <= 0) {
-    (void)cudaGetLastError();
-    per_sm = 1;
-  }
-  const int v = sms * per_sm;
-  if (dev >= 0 && dev < kMaxDevices) cache[dev].store(v, std::memory_order_relaxed);
-  return v;
-}
-
-unsigned grid_size(size_t n, int threads, int unroll, int limit) {
-  const size_t per_block = (size_t)threads * unroll * 8;  // elements a block per trip
-  const size_t want = (n + per_block - 1) / per_block;
-  return (unsigned)(want < 1 ? 1 : (want < (size_t)limit ? want : (size_t)limit));
-}
+// ---- launchers (launch geometry: common.cuh) ------------------------------------------
 
 // What a launcher needs besides the codebook.
 struct Call {
@@ -616,7 +552,7 @@ void launch_forward(const Call &c) {
   if constexpr (!is_exact(ACT)) memcpy(a.b, c.cb->boundaries, sizeof a.b);
   constexpr int T = threads_of(fwd_shape(ACT, DT)), U = unroll_of(fwd_shape(ACT, DT));
   const unsigned blocks =
-      grid_size(c.n, T, U, grid_limit(cache, c.dev, (const void *)kernel, T));
+      grid_size(c.n, (size_t)T * U * 8, grid_limit(cache, c.dev, (const void *)kernel, T));
   kernel<<<blocks, T, 0, c.stream>>>((const uint8_t *)c.in, (uint8_t *)c.out, c.codes_out,
                                      c.n, a, c.flags);
 }
@@ -631,7 +567,7 @@ void launch_backward(const Call &c) {
   if constexpr (KIND == kScale) memcpy(a.l, c.cb->levels, sizeof a.l);
   constexpr int T = threads_of(kStream), U = unroll_of(kStream);
   const unsigned blocks =
-      grid_size(c.n, T, U, grid_limit(cache, c.dev, (const void *)kernel, T));
+      grid_size(c.n, (size_t)T * U * 8, grid_limit(cache, c.dev, (const void *)kernel, T));
   kernel<<<blocks, T, 0, c.stream>>>((const uint8_t *)c.in, c.codes_in, (uint8_t *)c.out,
                                      c.n, a, c.flags);
 }
@@ -732,62 +668,11 @@ unswag_status validate(const char *fn, const unswag_op *op, unswag_dtype dtype, 
   return UNSWAG_OK;
 }
 
-unswag_status current_device(const char *fn, int *dev) {
-  const cudaError_t e = cudaGetDevice(dev);
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();
-    return unswag_fail(UNSWAG_ERR_CUDA_NO_DEVICE, "%s: no usable CUDA device (%s: %s)", fn,
-                       cudaGetErrorName(e), cudaGetErrorString(e));
-  }
-  return UNSWAG_OK;
-}
-
-// A pointer the kernels can dereference on `dev`: device memory of that
-// device, managed memory, or pinned host memory mapped at the same address.
-unswag_status check_pointer(const char *fn, const char *what, const void *p, int dev) {
-  cudaPointerAttributes attr;
-  memset(&attr, 0, sizeof attr);
-  const cudaError_t e = cudaPointerGetAttributes(&attr, p);
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();
-    return unswag_fail(UNSWAG_ERR_BAD_POINTER, "%s: %s = %p is not a CUDA pointer (%s)", fn,
-                       what, p, cudaGetErrorString(e));
-  }
-  switch (attr.type) {
-    case cudaMemoryTypeDevice:
-      if (attr.device != dev)
-        return unswag_fail(UNSWAG_ERR_BAD_POINTER,
-                           "%s: %s = %p is memory of device %d, the current device is %d", fn,
-                           what, p, attr.device, dev);
-      return UNSWAG_OK;
-    case cudaMemoryTypeManaged:
-      return UNSWAG_OK;
-    case cudaMemoryTypeHost:
-      if (attr.devicePointer == p) return UNSWAG_OK;
-      return unswag_fail(UNSWAG_ERR_BAD_POINTER,
-                         "%s: %s = %p is pinned host memory not mapped at the same device "
-                         "address",
-                         fn, what, p);
-    default:
-      return unswag_fail(UNSWAG_ERR_BAD_POINTER,
-                         "%s: %s = %p is host memory (not allocated or registered with CUDA)",
-                         fn, what, p);
-  }
-}
-
 int flags_for(uintptr_t data_ptrs_or, uintptr_t codes, int bits, size_t es) {
   int f = 0;
   if (bits == 1 || codes % (uintptr_t)bits == 0) f |= kWideCodes;
   if (data_ptrs_or % es != 0) f |= kBytewise;
   return f;
-}
-
-unswag_status launch_status(const char *fn) {
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess)
-    return unswag_fail(UNSWAG_ERR_CUDA_LAUNCH, "%s: kernel launch failed (%s: %s)", fn,
-                       cudaGetErrorName(e), cudaGetErrorString(e));
-  return UNSWAG_OK;
 }
 
 }  // namespace

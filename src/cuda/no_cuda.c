@@ -31,3 +31,23 @@ unswag_status unswag_gated_backward_cuda(unswag_activation act, unswag_dtype dty
   return unswag_fail(UNSWAG_ERR_CUDA_NOT_BUILT,
                      "unswag_gated_backward_cuda: libunswag was built without CUDA");
 }
+
+unswag_status unswag_rmsnorm_forward_cuda(unswag_dtype dtype, const void *x, const void *w,
+                                          void *y, float *rstd, size_t rows, size_t cols,
+                                          float eps, float weight_offset, void *stream) {
+  (void)dtype, (void)x, (void)w, (void)y, (void)rstd, (void)rows, (void)cols, (void)eps,
+      (void)weight_offset, (void)stream;
+  return unswag_fail(UNSWAG_ERR_CUDA_NOT_BUILT,
+                     "unswag_rmsnorm_forward_cuda: libunswag was built without CUDA");
+}
+
+unswag_status unswag_rmsnorm_backward_cuda(unswag_dtype dtype, const void *dy, const void *x,
+                                           const void *w, const float *rstd, void *dx,
+                                           float *dw_accum, void *workspace,
+                                           size_t workspace_bytes, size_t rows, size_t cols,
+                                           float weight_offset, void *stream) {
+  (void)dtype, (void)dy, (void)x, (void)w, (void)rstd, (void)dx, (void)dw_accum, (void)workspace,
+      (void)workspace_bytes, (void)rows, (void)cols, (void)weight_offset, (void)stream;
+  return unswag_fail(UNSWAG_ERR_CUDA_NOT_BUILT,
+                     "unswag_rmsnorm_backward_cuda: libunswag was built without CUDA");
+}

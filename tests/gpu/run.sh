@@ -7,7 +7,9 @@
 # 2. builds tests/gpu/test_cuda.c against it and runs it (the CUDA kernels vs
 #    the CPU reference; prints "test_cuda: N passed, N failed"),
 # 3. runs `test_cuda --quick` under compute-sanitizer memcheck and racecheck
-#    (each tool counts as one check: passed if it reports no error).
+#    (each tool counts as one check: passed if it reports no error),
+# 4. the gated MLP kernels (test_gated_cuda) and RMSNorm (test_rmsnorm_cuda)
+#    against the CPU, plain and under compute-sanitizer (one check each run).
 # The last line is the combined "N passed, N failed"; the exit status is
 # nonzero on any failure.
 #
@@ -121,6 +123,24 @@ for runner in "" "${SAN:+$SAN --tool memcheck --error-exitcode 99}"; do
   set -e
   echo "== ${runner:+compute-sanitizer memcheck: }test_gated_cuda: exit $rc"
   grep -E 'ERROR SUMMARY|test_gated_cuda: [0-9]+ passed|FAIL' "$BUILD_DIR/gated.log" | head -n 20 || true
+  if [ "$rc" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+done
+
+# ---- RMSNorm vs the CPU: full run, then --quick under memcheck and racecheck -------------------
+cc -O2 -std=c11 -Wall -Wextra -Werror -Iinclude -I"$CUDA_HOME/include" \
+  -c tests/gpu/test_rmsnorm_cuda.c -o "$BUILD_DIR/test_rmsnorm_cuda.o"
+"$NVCC" -o "$BUILD_DIR/test_rmsnorm_cuda" "$BUILD_DIR/test_rmsnorm_cuda.o" "$LIB" -lgomp -lm
+for runner in "" "${SAN:+$SAN --tool memcheck --error-exitcode 99}" \
+    "${SAN:+$SAN --tool racecheck --error-exitcode 99}"; do
+  args=""
+  [ -n "$runner" ] && args="--quick"
+  set +e
+  # shellcheck disable=SC2086
+  timeout 300 $runner "$BUILD_DIR/test_rmsnorm_cuda" $args >"$BUILD_DIR/rmsnorm.log" 2>&1
+  rc=$?
+  set -e
+  echo "== ${runner:+${runner%% --error*}: }test_rmsnorm_cuda $args: exit $rc"
+  grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|test_rmsnorm_cuda: [0-9]+ passed|FAIL' "$BUILD_DIR/rmsnorm.log" | head -n 20 || true
   if [ "$rc" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 done
 

@@ -4,6 +4,7 @@
     y = ut.relu(x)                 # exact, 1 bit kept for backward
     y = ut.gelu(x, bits=2)         # exact forward, 2-bit backward
     mlp_out = ut.gated_mlp(x, gate_proj, up_proj, down_proj, act="silu", mode="fused")
+    y = ut.rms_norm(x, weight, eps=1e-6)   # LlamaRMSNorm; keeps x and one fp32 a row
 
 Ops are registered under ``torch.ops.unswag`` (see ``unswag.torch.ops``).
 """
@@ -13,3 +14,4 @@ from .functional import (activation, codebook, gated_act, gelu, hardtanh, leaky_
 from .gated import GatedMLPFunction, gated_mlp, gated_mlp_weights  # noqa: F401
 from .lm_loss import causal_lm_loss, linear_cross_entropy  # noqa: F401
 from .modules import GELU, Hardtanh, LeakyReLU, ReLU, ReLU6, SiLU  # noqa: F401
+from .norm_ops import RMSNorm, rms_norm  # noqa: F401

@@ -1,0 +1,300 @@
+/*
+ * rmsnorm.c - the CPU RMSNorm forward and backward (HF LlamaRMSNorm).
+ *
+ * The math and the summation order are core/rmsnorm_math.h's, shared with
+ * the CUDA kernel, so both give the same bytes.  Validate everything first,
+ * then run; nothing is written on error.  Rows are independent and split
+ * over OpenMP threads for large calls; the dw column sums are split by
+ * column blocks, each summed in the fixed chunk order, so the result does
+ * not depend on the thread count.
+ */
+#include <stdint.h>
+#include <string.h>
+#include "../core/internal.h"
+#include "../core/rmsnorm_math.h"
+#include "threads.h"
+
+#if defined(__GNUC__)
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE static inline
+#endif
+
+#define DW_COLS 256 /* columns a dw block (two stack arrays of this many floats) */
+
+ALWAYS_INLINE uint32_t ld(int dt, const uint8_t *p, size_t i) {
+  if (dt == UNSWAG_F32) {
+    uint32_t v;
+    memcpy(&v, p + 4 * i, 4);
+    return v;
+  }
+  uint16_t h;
+  memcpy(&h, p + 2 * i, 2);
+  return h;
+}
+
+ALWAYS_INLINE void st(int dt, uint8_t *p, size_t i, uint32_t v) {
+  if (dt == UNSWAG_F32) {
+    memcpy(p + 4 * i, &v, 4);
+  } else {
+    const uint16_t h = (uint16_t)v;
+    memcpy(p + 2 * i, &h, 2);
+  }
+}
+
+/* ---- the fixed-order row sum (rmsnorm_math.h) ------------------------------------- */
+
+/* The set trees, then the tree over the sets; a[] is overwritten. */
+static float tree_f(float *a) {
+  for (int s = 0; s < US_RMS_SETS; ++s) {
+    float *b = a + s * US_RMS_SET;
+    for (int off = US_RMS_SET / 2; off >= 1; off >>= 1)
+      for (int j = 0; j < off; ++j) b[j] = b[j] + b[j + off];
+  }
+  for (int off = US_RMS_SETS / 2; off >= 1; off >>= 1)
+    for (int s = 0; s < off; ++s) a[s * US_RMS_SET] = a[s * US_RMS_SET] + a[(s + off) * US_RMS_SET];
+  return a[0];
+}
+
+static double tree_d(double *a) {
+  for (int s = 0; s < US_RMS_SETS; ++s) {
+    double *b = a + s * US_RMS_SET;
+    for (int off = US_RMS_SET / 2; off >= 1; off >>= 1)
+      for (int j = 0; j < off; ++j) b[j] = b[j] + b[j + off];
+  }
+  for (int off = US_RMS_SETS / 2; off >= 1; off >>= 1)
+    for (int s = 0; s < off; ++s) a[s * US_RMS_SET] = a[s * US_RMS_SET] + a[(s + off) * US_RMS_SET];
+  return a[0];
+}
+
+/* Term i of a row: x^2 (forward, dy == NULL) or g * nf (backward). */
+ALWAYS_INLINE float term_f(int dt, const uint8_t *dy, const uint8_t *x, const uint8_t *w,
+                           float rstd, size_t i) {
+  const float xf = us_rms_to_f32(dt, ld(dt, x, i));
+  if (!dy) return xf * xf;
+  return (us_rms_to_f32(dt, ld(dt, dy, i)) * us_rms_to_f32(dt, ld(dt, w, i))) * (xf * rstd);
+}
+
+ALWAYS_INLINE double term_d(int dt, const uint8_t *dy, const uint8_t *x, const uint8_t *w,
+                            float rstd, size_t i) {
+  const float xf = us_rms_to_f32(dt, ld(dt, x, i));
+  if (!dy) return (double)xf * (double)xf;
+  const float g = us_rms_to_f32(dt, ld(dt, dy, i)) * us_rms_to_f32(dt, ld(dt, w, i));
+  return (double)g * (double)(xf * rstd);
+}
+
+/* The row's sum in the fixed order: float lanes (fp16, bf16). */
+ALWAYS_INLINE float row_sum_f(int dt, const uint8_t *dy, const uint8_t *x, const uint8_t *w,
+                              float rstd, size_t cols) {
+  float lanes[US_RMS_LANES];
+  memset(lanes, 0, sizeof lanes); /* +0.0f */
+  const size_t groups = (cols + US_RMS_GROUP - 1) / US_RMS_GROUP;
+  for (size_t v = 0; v < groups; ++v) {
+    float t[US_RMS_GROUP];
+    for (int k = 0; k < US_RMS_GROUP; ++k) {
+      const size_t i = v * US_RMS_GROUP + (size_t)k;
+      t[k] = i < cols ? term_f(dt, dy, x, w, rstd, i) : 0.0f;
+    }
+    lanes[v % US_RMS_LANES] = lanes[v % US_RMS_LANES] + us_rms_pair8_f(t);
+  }
+  return tree_f(lanes);
+}
+
+/* ... double lanes (fp32). */
+ALWAYS_INLINE double row_sum_d(int dt, const uint8_t *dy, const uint8_t *x, const uint8_t *w,
+                               float rstd, size_t cols) {
+  double lanes[US_RMS_LANES];
+  memset(lanes, 0, sizeof lanes);
+  const size_t groups = (cols + US_RMS_GROUP - 1) / US_RMS_GROUP;
+  for (size_t v = 0; v < groups; ++v) {
+    double t[US_RMS_GROUP];
+    for (int k = 0; k < US_RMS_GROUP; ++k) {
+      const size_t i = v * US_RMS_GROUP + (size_t)k;
+      t[k] = i < cols ? term_d(dt, dy, x, w, rstd, i) : 0.0;
+    }
+    lanes[v % US_RMS_LANES] = lanes[v % US_RMS_LANES] + us_rms_pair8_d(t);
+  }
+  return tree_d(lanes);
+}
+
+/* ---- rows ------------------------------------------------------------------------------ */
+
+/* One row: y may be x (each element is read before it is written). */
+ALWAYS_INLINE void fwd_row(int dt, const uint8_t *x, const uint8_t *w, uint8_t *y,
+                           float *rstd, size_t cols, float eps) {
+  const float rs = dt == UNSWAG_F32 ? us_rms_rstd_d(row_sum_d(dt, NULL, x, NULL, 0.0f, cols), cols, eps)
+                                    : us_rms_rstd_f(row_sum_f(dt, NULL, x, NULL, 0.0f, cols), cols, eps);
+  for (size_t i = 0; i < cols; ++i) st(dt, y, i, us_rms_fwd_elem(dt, ld(dt, x, i), ld(dt, w, i), rs));
+  *rstd = rs;
+}
+
+/* One row of dx: dx may be dy. */
+ALWAYS_INLINE void dx_row(int dt, const uint8_t *dy, const uint8_t *x, const uint8_t *w,
+                          float rs, uint8_t *dx, size_t cols) {
+  const float mean = dt == UNSWAG_F32 ? us_rms_mean_d(row_sum_d(dt, dy, x, w, rs, cols), cols)
+                                      : us_rms_mean_f(row_sum_f(dt, dy, x, w, rs, cols), cols);
+  for (size_t i = 0; i < cols; ++i)
+    st(dt, dx, i, us_rms_dx_elem(dt, ld(dt, dy, i), ld(dt, x, i), ld(dt, w, i), rs, mean));
+}
+
+/* dw[j0, j1) += the column sums in the fixed chunk order (j1 - j0 <= DW_COLS). */
+ALWAYS_INLINE void dw_block(int dt, const uint8_t *dy, const uint8_t *x, const float *rstd,
+                            float *dw, size_t rows, size_t cols, size_t j0, size_t j1) {
+  float part[DW_COLS], total[DW_COLS];
+  const size_t m = j1 - j0, per = us_rms_chunk_rows(rows);
+  memset(total, 0, sizeof total);
+  for (size_t c0 = 0; c0 < rows; c0 += per) {
+    const size_t c1 = rows - c0 < per ? rows : c0 + per;
+    memset(part, 0, sizeof part);
+    for (size_t r = c0; r < c1; ++r) {
+      const size_t base = r * cols + j0;
+      for (size_t j = 0; j < m; ++j)
+        part[j] = part[j] + us_rms_dw_term(dt, ld(dt, dy, base + j), ld(dt, x, base + j), rstd[r]);
+    }
+    for (size_t j = 0; j < m; ++j) total[j] = total[j] + part[j];
+  }
+  for (size_t j = 0; j < m; ++j) dw[j0 + j] = us_canon_nan(dw[j0 + j] + total[j]);
+}
+
+/* ---- one specialised copy per dtype ----------------------------------------------------- */
+
+#define BY_DTYPE(dt, CALL)         \
+  do {                             \
+    if ((dt) == UNSWAG_F32) {      \
+      CALL(UNSWAG_F32);            \
+    } else if ((dt) == UNSWAG_F16) { \
+      CALL(UNSWAG_F16);            \
+    } else {                       \
+      CALL(UNSWAG_BF16);           \
+    }                              \
+  } while (0)
+
+static void fwd_rows(int dt, const uint8_t *x, const uint8_t *w, uint8_t *y, float *rstd,
+                     size_t r0, size_t r1, size_t cols, float eps) {
+  const size_t rb = cols * unswag_dtype_size((unswag_dtype)dt);
+#define FWD(DT) \
+  for (size_t r = r0; r < r1; ++r) fwd_row(DT, x + r * rb, w, y + r * rb, rstd + r, cols, eps)
+  BY_DTYPE(dt, FWD);
+#undef FWD
+}
+
+static void dx_rows(int dt, const uint8_t *dy, const uint8_t *x, const uint8_t *w,
+                    const float *rstd, uint8_t *dx, size_t r0, size_t r1, size_t cols) {
+  const size_t rb = cols * unswag_dtype_size((unswag_dtype)dt);
+#define DX(DT) \
+  for (size_t r = r0; r < r1; ++r) dx_row(DT, dy + r * rb, x + r * rb, w, rstd[r], dx + r * rb, cols)
+  BY_DTYPE(dt, DX);
+#undef DX
+}
+
+static void dw_blocks(int dt, const uint8_t *dy, const uint8_t *x, const float *rstd, float *dw,
+                      size_t rows, size_t cols, size_t b0, size_t b1) {
+#define DW(DT)                                                                   \
+  for (size_t b = b0; b < b1; ++b) {                                             \
+    const size_t j0 = b * DW_COLS, j1 = cols - j0 < DW_COLS ? cols : j0 + DW_COLS; \
+    dw_block(DT, dy, x, rstd, dw, rows, cols, j0, j1);                           \
+  }
+  BY_DTYPE(dt, DW);
+#undef DW
+}
+
+/* ---- threads ------------------------------------------------------------------------------ */
+
+/* Threads for `items` independent items of a call of `elems` elements. */
+static int threads_for(size_t items, size_t elems) {
+  int t = unswag_cpu_thread_count(UNSWAG_PATH_AUTO, 0, elems);
+  if ((size_t)t > items) t = (int)items;
+  return t < 1 ? 1 : t;
+}
+
+/* Item range [b, e) of thread i of t. */
+static void share(size_t items, int t, int i, size_t *b, size_t *e) {
+  const size_t per = items / (size_t)t, extra = items % (size_t)t;
+  *b = (size_t)i * per + ((size_t)i < extra ? (size_t)i : extra);
+  *e = *b + per + ((size_t)i < extra ? 1 : 0);
+}
+
+/* ---- entry points ------------------------------------------------------------------------- */
+
+unswag_status unswag_rmsnorm_forward(unswag_dtype dtype, const void *x, const void *w, void *y,
+                                     float *rstd, size_t rows, size_t cols, float eps,
+                                     float weight_offset) {
+  static const char fn[] = "unswag_rmsnorm_forward";
+  unswag_status s = unswag_rmsnorm_validate(fn, dtype, rows, cols, 1, eps, weight_offset,
+                                            !x || !w || !y || !rstd);
+  if (s != UNSWAG_OK || rows == 0) return s;
+  const size_t es = unswag_dtype_size(dtype), bytes = rows * cols * es;
+  const unswag_span spans[] = {{"x", x, bytes, 0, 2},
+                               {"w", w, cols * es, 0, -1},
+                               {"y", y, bytes, 1, 0},
+                               {"rstd", rstd, rows * 4, 1, -1}};
+  if ((s = unswag_rmsnorm_check_overlap(fn, spans, 4)) != UNSWAG_OK) return s;
+  if ((s = unswag_check_f32_aligned(fn, "rstd", rstd)) != UNSWAG_OK) return s;
+
+  const int dt = (int)dtype, t = threads_for(rows, rows * cols);
+  const uint8_t *xp = (const uint8_t *)x, *wp = (const uint8_t *)w;
+  uint8_t *yp = (uint8_t *)y;
+  if (t == 1) {
+    fwd_rows(dt, xp, wp, yp, rstd, 0, rows, cols, eps);
+    return UNSWAG_OK;
+  }
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(t) schedule(static, 1)
+#endif
+  for (int i = 0; i < t; ++i) {
+    size_t b, e;
+    share(rows, t, i, &b, &e);
+    fwd_rows(dt, xp, wp, yp, rstd, b, e, cols, eps);
+  }
+  return UNSWAG_OK;
+}
+
+unswag_status unswag_rmsnorm_backward(unswag_dtype dtype, const void *dy, const void *x,
+                                      const void *w, const float *rstd, void *dx,
+                                      float *dw_accum, size_t rows, size_t cols,
+                                      float weight_offset) {
+  static const char fn[] = "unswag_rmsnorm_backward";
+  unswag_status s = unswag_rmsnorm_validate(fn, dtype, rows, cols, 0, 0.0f, weight_offset,
+                                            !dy || !x || !w || !rstd || !dx || !dw_accum);
+  if (s != UNSWAG_OK || rows == 0) return s;
+  const size_t es = unswag_dtype_size(dtype), bytes = rows * cols * es;
+  const unswag_span spans[] = {{"dy", dy, bytes, 0, 4},          {"x", x, bytes, 0, -1},
+                               {"w", w, cols * es, 0, -1},       {"rstd", rstd, rows * 4, 0, -1},
+                               {"dx", dx, bytes, 1, 0},          {"dw_accum", dw_accum, cols * 4, 1, -1}};
+  if ((s = unswag_rmsnorm_check_overlap(fn, spans, 6)) != UNSWAG_OK) return s;
+  if ((s = unswag_check_f32_aligned(fn, "rstd", rstd)) != UNSWAG_OK) return s;
+  if ((s = unswag_check_f32_aligned(fn, "dw_accum", dw_accum)) != UNSWAG_OK) return s;
+
+  const int dt = (int)dtype;
+  const uint8_t *dyp = (const uint8_t *)dy, *xp = (const uint8_t *)x, *wp = (const uint8_t *)w;
+  uint8_t *dxp = (uint8_t *)dx;
+  /* dw first: it reads dy, which dx may overwrite */
+  const size_t blocks = (cols + DW_COLS - 1) / DW_COLS;
+  int t = threads_for(blocks, rows * cols);
+  if (t == 1) {
+    dw_blocks(dt, dyp, xp, rstd, dw_accum, rows, cols, 0, blocks);
+  } else {
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(t) schedule(static, 1)
+#endif
+    for (int i = 0; i < t; ++i) {
+      size_t b, e;
+      share(blocks, t, i, &b, &e);
+      dw_blocks(dt, dyp, xp, rstd, dw_accum, rows, cols, b, e);
+    }
+  }
+  t = threads_for(rows, rows * cols);
+  if (t == 1) {
+    dx_rows(dt, dyp, xp, wp, rstd, dxp, 0, rows, cols);
+    return UNSWAG_OK;
+  }
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(t) schedule(static, 1)
+#endif
+  for (int i = 0; i < t; ++i) {
+    size_t b, e;
+    share(rows, t, i, &b, &e);
+    dx_rows(dt, dyp, xp, wp, rstd, dxp, b, e, cols);
+  }
+  return UNSWAG_OK;
+}
