@@ -80,7 +80,7 @@ def candidate(m) -> Optional[Form]:
     if _act_attr(m) is None:
         return None
     for f in FORMS:
-        if all(hasattr(m, a) for a in f.linears) and (
+        if all(isinstance(getattr(m, a, None), nn.Module) for a in f.linears) and (
                 f.dropout_attr is None or hasattr(m, f.dropout_attr)):
             return f
     return None
