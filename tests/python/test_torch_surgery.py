@@ -26,7 +26,7 @@ torch = pytest.importorskip("torch")
 import conftest as C  # noqa: E402
 import unswag  # noqa: E402
 from unswag import apply_unswag_surgery, remove_unswag_surgery  # noqa: E402
-from unswag import surgery as S  # noqa: E402
+from unswag.torch import surgery as S  # noqa: E402
 import unswag.torch as ut  # noqa: E402
 
 FP32_LOSS, FP32_GRAD = 1e-5, 1e-4

@@ -20,7 +20,7 @@ transformers = pytest.importorskip("transformers")
 import conftest as C  # noqa: E402
 from torch.overrides import TorchFunctionMode  # noqa: E402
 from unswag import apply_unswag_surgery  # noqa: E402
-from unswag import surgery as S  # noqa: E402
+from unswag.torch import surgery as S  # noqa: E402
 from unswag.torch.modules import _Act  # noqa: E402
 
 V = 128

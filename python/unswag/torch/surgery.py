@@ -90,7 +90,7 @@ def _classify_activation(m) -> Optional[Tuple[str, Dict[str, Any]]]:
 
 
 def _make_module(act: str, params: Dict[str, Any], bits: int):
-    from .torch import modules as M
+    from . import modules as M
     if act == "relu":
         return M.ReLU()
     if act == "relu6":
@@ -136,7 +136,7 @@ def _lm_loss_kind(model) -> Tuple[bool, Optional[str]]:
 
 
 def _make_lm_forward(model, original, chunk_tokens: int):
-    from .torch.lm_loss import causal_lm_loss
+    from .lm_loss import causal_lm_loss
     base = getattr(model, model.base_model_prefix)
     head = model.lm_head
 
@@ -288,7 +288,7 @@ def _model_dtype(model):
 def _codebook_text(act: str, bits: int) -> str:
     if act in _EXACT_ACTS:
         return "exact 1-bit predicate code (no codebook)"
-    from .torch.functional import codebook
+    from .functional import codebook
     rms = codebook(act, bits)[2]
     return f"codebook: built-in {act}, {bits} bit ({1 << bits} levels, L2 rms {rms:.4g})"
 
@@ -326,10 +326,10 @@ def apply_unswag_surgery(model, *, bits: int = 2, gated: Optional[str] = "fused"
 
     Raises TypeError / ValueError for arguments of the wrong type or value.
     """
-    from .torch import ops  # noqa: F401  (fails early, with a clear error, if torch is absent)
-    from .torch import gated_forms as GF
-    from .torch import probe_bytes as PB
-    from .torch.flow import Analyzer, functional_activations
+    from . import ops  # noqa: F401  (fails early, with a clear error, if torch is absent)
+    from . import gated_forms as GF
+    from . import probe_bytes as PB
+    from .flow import Analyzer, functional_activations
     options = _check_args(model, bits, gated, tile_tokens, attention, activations, lm_loss)
     bits, tile_tokens = options["bits"], options["tile_tokens"]
     state = model.__dict__.get(_STATE)
