@@ -22,7 +22,9 @@ torch.manual_seed(0)
 model = T.LlamaForCausalLM(cfg)
 report = apply_unswag_surgery(model, gated="fused")   # or gated="recompute"
 print(report)
-model.gradient_checkpointing_enable()
+# current transformers call it activation_checkpointing_enable (gradient_checkpointing_enable
+# is its deprecated alias there); older releases have only the old name
+(getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
 
 opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 ids = torch.randint(0, cfg.vocab_size, (2, 64))

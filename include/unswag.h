@@ -1,8 +1,12 @@
 /*
  * unswag.h - the public C API of libunswag.
  *
- * Forward: y = f(x) computed exactly (fp32 arithmetic, one rounding to the
- * output dtype) and, instead of x, a k-bit code of x kept for backward.
+ * Forward: y = f(x).  The relu family is exact (a select).  silu/gelu:
+ * fp32 is computed in double and rounded once to float (within 1 ulp of the
+ * correctly rounded value; it can differ from a framework's float formula by
+ * 1 ulp); fp16/bf16 are computed in float with the library's own exp/erfc
+ * and rounded once (within 1 ulp of correctly rounded, checked on all 65,536
+ * inputs).  Instead of x, a k-bit code of x is kept for backward.
  * Backward: dx = dy * level[code].  Exact for the relu family (1 bit);
  * an L2-optimal piecewise-constant approximation of f' for silu/gelu.
  *
@@ -163,7 +167,10 @@ typedef struct unswag_fit_options {
   const double *hist_counts; /* optional histogram (non-negative, sum > 0) */
   size_t hist_bins;
   double hist_lo, hist_hi;
-  size_t grid_cells;         /* 0 means default (8192)                     */
+  size_t grid_cells;         /* 0 means default (8192); at most 4194304 at
+                                1 bit, 65536 at 2, 32768 at 4, 8192 at 8
+                                bits (bounds the fit's time), else
+                                UNSWAG_ERR_BAD_PARAM                        */
   double range;              /* grid covers [-range, range]; 0: 16*sigma or
                                 the histogram range                         */
 } unswag_fit_options;

@@ -61,7 +61,12 @@ def child(mode: str, ckpt: bool, contexts, tile: int):
                                    lm_loss="chunked" if loss else None)
         patched = sum(rep.counts().values())
     if ckpt:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # current transformers
+            model.activation_checkpointing_enable(
+                activation_checkpointing_kwargs={"use_reentrant": False})
+        else:  # older releases
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False})
     nparam = sum(p.numel() for p in model.parameters())
     wbytes = sum(p.numel() * p.element_size() for p in model.parameters())
     for ctx in contexts:

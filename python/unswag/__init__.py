@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 def __getattr__(name):
     # lazy: the seed's `from unswag import apply_unswag_surgery / unswag_relu`
     if name in ("apply_unswag_surgery", "remove_unswag_surgery"):
-        from . import surgery
+        from .torch import surgery  # imports torch only here, on first use
         return getattr(surgery, name)
     if name == "unswag_relu":
         from .jax import relu

@@ -95,7 +95,7 @@ unswag_status unswag_codebook_builtin(unswag_activation act, int bits, unswag_co
 /* ---- the fitter: cell moments ---------------------------------------------- */
 
 #define DEFAULT_GRID_CELLS 8192
-#define MAX_GRID_CELLS ((size_t)1 << 22)
+#define MAX_GRID_CELLS ((size_t)1 << 22) /* 1 bit: the DP is linear in the cells */
 #define DEFAULT_RANGE_SIGMAS 16.0
 #define TAIL_SIGMAS 12.0 /* normal mass beyond range + 12 sigma: < e^-72 of the rest */
 #define TAIL_PANELS 1024
@@ -257,6 +257,20 @@ static void dp_partition(const double *pw, const double *ps, const double *pq, s
 
 /* ---- the fitter: public entry --------------------------------------------------- */
 
+/* The most cells a fit at `bits` accepts.  dp_partition's worst case (no
+ * candidate pruned) is (m - 2) rows of at most G^2 / 2 cost evaluations each,
+ * plus O(G) for the first and last rows; these caps hold (m - 2) G^2 / 2 to
+ * at most 2^33 (tens of seconds at worst; the default grid of 8192 cells fits
+ * 8 bits in about 0.4 s, a random f' in 1.4 s).  unswag.h documents them. */
+static size_t max_grid_cells(int bits) {
+  switch (bits) {
+    case 1: return MAX_GRID_CELLS; /* m - 2 = 0: linear */
+    case 2: return (size_t)1 << 16; /* 2 rows x 2^31 */
+    case 4: return (size_t)1 << 15; /* 14 rows x 2^29 < 2^33 */
+    default: return (size_t)1 << 13; /* 254 rows x 2^25 < 2^33 */
+  }
+}
+
 /* The grid and weighting a fit uses, from validated options. */
 typedef struct fit_plan {
   unswag_fit_options o; /* copy of the options (zeros = defaults)       */
@@ -277,10 +291,11 @@ static unswag_status plan_fit(const unswag_fit_options *opts, int bits, fit_plan
                        o->sigma);
   p->sigma = o->sigma > 0 ? o->sigma : 1.0;
   p->g = o->grid_cells ? o->grid_cells : DEFAULT_GRID_CELLS;
-  if (p->g < (size_t)p->m || p->g > MAX_GRID_CELLS)
+  if (p->g < (size_t)p->m || p->g > max_grid_cells(bits))
     return unswag_fail(UNSWAG_ERR_BAD_PARAM,
-                       "codebook_fit: grid_cells = %zu (need %d <= cells <= %zu)", p->g, p->m,
-                       MAX_GRID_CELLS);
+                       "codebook_fit: grid_cells = %zu (need %d <= cells <= %zu at %d bits, "
+                       "which bounds the fit's time)",
+                       p->g, p->m, max_grid_cells(bits), bits);
   if (!(o->range >= 0) || isinf(o->range))
     return unswag_fail(UNSWAG_ERR_BAD_PARAM, "codebook_fit: range = %g (need finite > 0)",
                        o->range);

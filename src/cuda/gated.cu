@@ -221,9 +221,10 @@ unswag_status unswag_gated_forward_cuda(unswag_activation act, unswag_dtype dtyp
                                         const void *u, void *h, size_t n, void *stream) {
   static const char fn[] = "unswag_gated_forward_cuda";
   unswag_status s = unswag_gated_validate(fn, act, dtype, n, !g || !u || !h);
-  if (s != UNSWAG_OK || n == 0) return s;
-  int dev = 0;
+  if (s != UNSWAG_OK) return s;
+  int dev = 0;  // before the n == 0 return: without a device even n = 0 says so
   if ((s = current_device(fn, &dev)) != UNSWAG_OK) return s;
+  if (n == 0) return UNSWAG_OK;
   if ((s = check_pointer(fn, "g", g, dev)) != UNSWAG_OK) return s;
   if ((s = check_pointer(fn, "u", u, dev)) != UNSWAG_OK) return s;
   if ((s = check_pointer(fn, "h", h, dev)) != UNSWAG_OK) return s;
@@ -246,9 +247,10 @@ unswag_status unswag_gated_backward_cuda(unswag_activation act, unswag_dtype dty
                                          void *du, size_t n, void *stream) {
   static const char fn[] = "unswag_gated_backward_cuda";
   unswag_status s = unswag_gated_validate(fn, act, dtype, n, !dh || !g || !u || !dg || !du);
-  if (s != UNSWAG_OK || n == 0) return s;
-  int dev = 0;
+  if (s != UNSWAG_OK) return s;
+  int dev = 0;  // before the n == 0 return: without a device even n = 0 says so
   if ((s = current_device(fn, &dev)) != UNSWAG_OK) return s;
+  if (n == 0) return UNSWAG_OK;
   if ((s = check_pointer(fn, "dh", dh, dev)) != UNSWAG_OK) return s;
   if ((s = check_pointer(fn, "g", g, dev)) != UNSWAG_OK) return s;
   if ((s = check_pointer(fn, "u", u, dev)) != UNSWAG_OK) return s;

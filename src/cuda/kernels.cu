@@ -689,9 +689,10 @@ unswag_status unswag_forward_cuda(const unswag_op *op, unswag_dtype dtype, const
   unswag_codebook cb;
   memset(&cb, 0, sizeof cb);
   unswag_status s = validate(fn, op, dtype, x, y, codes, n, &cb);
-  if (s != UNSWAG_OK || n == 0) return s;
-  int dev = 0;
+  if (s != UNSWAG_OK) return s;
+  int dev = 0;  // before the n == 0 return: without a device even n = 0 says so
   if ((s = current_device(fn, &dev)) != UNSWAG_OK) return s;
+  if (n == 0) return UNSWAG_OK;
   if ((s = check_pointer(fn, "x", x, dev)) != UNSWAG_OK) return s;
   if ((s = check_pointer(fn, "y", y, dev)) != UNSWAG_OK) return s;
   if ((s = check_pointer(fn, "codes", codes, dev)) != UNSWAG_OK) return s;
@@ -720,9 +721,10 @@ unswag_status unswag_backward_cuda(const unswag_op *op, unswag_dtype dtype, cons
   unswag_codebook cb;
   memset(&cb, 0, sizeof cb);
   unswag_status s = validate(fn, op, dtype, dy, dx, codes, n, &cb);
-  if (s != UNSWAG_OK || n == 0) return s;
-  int dev = 0;
+  if (s != UNSWAG_OK) return s;
+  int dev = 0;  // before the n == 0 return: without a device even n = 0 says so
   if ((s = current_device(fn, &dev)) != UNSWAG_OK) return s;
+  if (n == 0) return UNSWAG_OK;
   if ((s = check_pointer(fn, "dy", dy, dev)) != UNSWAG_OK) return s;
   if ((s = check_pointer(fn, "codes", codes, dev)) != UNSWAG_OK) return s;
   if ((s = check_pointer(fn, "dx", dx, dev)) != UNSWAG_OK) return s;

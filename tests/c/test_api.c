@@ -155,6 +155,19 @@ static void check_bad_input(void) {
     s = unswag_backward_cuda(&relu, UNSWAG_F32, x, c, y, 4, NULL);
     CHECK(s == UNSWAG_ERR_CUDA_NOT_BUILT, "cuda not built (bwd): %d", s);
   }
+  /* A CUDA build: n = 0 reports a missing device like any other call (the
+   * contract), and is OK where there is one.  A host pointer with n = 1 tells
+   * the two apart without calling the CUDA runtime here. */
+  if (unswag_cuda_built()) {
+    unswag_status probe = unswag_forward_cuda(&relu, UNSWAG_F32, x, y, c, 1, NULL);
+    CHECK(probe == UNSWAG_ERR_CUDA_NO_DEVICE || probe == UNSWAG_ERR_BAD_POINTER,
+          "host pointers on CUDA: %d", probe);
+    unswag_status want = probe == UNSWAG_ERR_CUDA_NO_DEVICE ? probe : UNSWAG_OK;
+    unswag_status s = unswag_forward_cuda(&relu, UNSWAG_F32, x, y, c, 0, NULL);
+    CHECK(s == want, "forward_cuda n = 0: %d (want %d)", s, want);
+    s = unswag_backward_cuda(&relu, UNSWAG_F32, x, c, y, 0, NULL);
+    CHECK(s == want, "backward_cuda n = 0: %d (want %d)", s, want);
+  }
 }
 
 int main(void) {

@@ -600,6 +600,12 @@ static void test_bad_input(void) {
                {4, 15, PARAM},
                {4, 16, UNSWAG_OK},
                {8, 255, PARAM},
+               /* the caps that bound the DP's time (unswag.h) */
+               {2, ((size_t)1 << 16) + 1, PARAM},
+               {4, ((size_t)1 << 15) + 1, PARAM},
+               {8, ((size_t)1 << 13) + 1, PARAM},
+               {8, (size_t)1 << 16, PARAM},
+               {8, (size_t)1 << 13, UNSWAG_OK},
                {1, ((size_t)1 << 22) + 1, PARAM},
                {1, SIZE_MAX, PARAM}};
   for (size_t i = 0; i < sizeof grids / sizeof grids[0]; ++i) {

@@ -59,6 +59,13 @@ if HAVE_TORCH:
         loss.backward()
         return loss.detach().clone(), grads(model)
 
+    def checkpointing_enable(model, kwargs=None):
+        """Hugging Face checkpointing under its current name (the old one warns there)."""
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
     def rel_err(a, b, floor=1e-30):
         """||a - b|| / max(||b||, floor)."""
         a, b = a.double(), b.double()

@@ -133,7 +133,7 @@ def test_with_gated_recompute_and_checkpointing():
     build, batch, _, _ = C.MODELS["llama"]
     ref, m = build(), build()
     apply_unswag_surgery(m, lm_loss="chunked", gated="recompute", tile_tokens=7)
-    m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    C.checkpointing_enable(m, {"use_reentrant": False})
     l0, g0 = C.run_step(ref, batch)
     l1, g1 = C.run_step(m, batch)
     assert abs(l1.item() - l0.item()) <= 1e-5 * abs(l0.item())

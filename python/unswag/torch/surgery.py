@@ -3,7 +3,7 @@
     from unswag import apply_unswag_surgery
     report = apply_unswag_surgery(model)          # in place; returns a report
     print(report)
-    model.gradient_checkpointing_enable()         # still works
+    model.activation_checkpointing_enable()       # still works
     remove_unswag_surgery(model)                   # the original model, exactly
 
 Protocols (DESIGN.md §1):
@@ -11,9 +11,13 @@ Protocols (DESIGN.md §1):
 - relu, leaky_relu, relu6, hardtanh modules: exact, 1 bit kept for backward;
 - non-gated silu / gelu / gelu-tanh modules: exact forward, ``bits``-bit
   codebook backward (default 2);
-- gated MLPs (SwiGLU / GeGLU: ``down_proj(act(gate_proj(x)) * up_proj(x))``)
-  with plain ``nn.Linear`` projections: one fused autograd function, exact,
-  in mode ``fused`` (keeps x, g, u) or ``recompute`` (keeps x only);
+- gated MLPs (SwiGLU / GeGLU) in the forms of unswag.torch.gated_forms (separate
+  gate/up projections, Phi-3's fused ``gate_up_proj``, T5 v1.1's ``wi_0``/``wi_1``),
+  each verified on a probe, with plain ``nn.Linear`` projections: one fused autograd
+  function, exact, in mode ``fused`` (keeps x, g, u) or ``recompute`` (keeps x only);
+- an activation whose output is multiplied by another tensor in a form not recognised
+  is left alone and reported, never coded (unswag.torch.flow finds them);
+- relu whose output the next layer keeps anyway is left alone (a code saves nothing);
 - Hugging Face models that support it are switched to SDPA attention;
 - opt-in, ``lm_loss="chunked"``: a causal LM's loss is computed by a chunked
   linear + cross-entropy that never keeps the (tokens x vocab) logits; the
@@ -23,13 +27,16 @@ Weights, buffers and ``state_dict`` are untouched (activation modules have no
 state; gated MLPs only get a new ``forward``).  Accelerate hooks are kept (the
 hooked ``_old_forward`` is replaced, not the hook).  Linear layers that are
 not plain ``nn.Linear`` (LoRA, bitsandbytes, ...) are left alone and reported.
-Applying twice with the same options changes nothing; with other options the
-surgery is redone from the original.
+Applying twice with the same options changes nothing; with other options, or when
+the model's parameters, devices or modules changed since (e.g. patched on ``meta``,
+then ``to_empty``), the surgery is redone from the original (the latter with a
+warning).
 """
 from __future__ import annotations
 
 import inspect
-import re
+import numbers
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -52,9 +59,8 @@ _UNSUPPORTED = {"QuickGELUActivation", "ClippedGELUActivation", "AccurateGELUAct
                 "Tanh", "ELU", "SELU", "CELU", "GLU", "Softplus", "PReLU", "RReLU",
                 "Mish", "Softsign", "Tanhshrink", "Threshold", "LogSigmoid"}
 
-_GATED_SRC = re.compile(
-    r"self\.down_proj\(\s*self\.act_fn\(\s*self\.gate_proj\(\s*(\w+)\s*\)\s*\)\s*\*\s*"
-    r"self\.up_proj\(\s*\1\s*\)\s*\)")
+ATTENTION_IMPLS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
+_EXACT_ACTS = ("relu", "relu6", "leaky_relu", "hardtanh")
 
 
 def _classify_activation(m) -> Optional[Tuple[str, Dict[str, Any]]]:
@@ -84,7 +90,7 @@ def _classify_activation(m) -> Optional[Tuple[str, Dict[str, Any]]]:
 
 
 def _make_module(act: str, params: Dict[str, Any], bits: int):
-    from .torch import modules as M
+    from . import modules as M
     if act == "relu":
         return M.ReLU()
     if act == "relu6":
@@ -100,50 +106,10 @@ def _make_module(act: str, params: Dict[str, Any], bits: int):
     return M.GELU("tanh", bits=bits)
 
 
-def _gated_kind(m) -> Tuple[Optional[str], Optional[str]]:
-    """For a module with gate_proj/up_proj/down_proj/act_fn: (activation, None) if it
-    can be fused, (None, reason) if it must be left alone; (None, None) if it is
-    not a gated MLP at all."""
-    import torch.nn as nn
-    if not all(hasattr(m, a) for a in ("gate_proj", "up_proj", "down_proj", "act_fn")):
-        return None, None
-    name = type(m).__name__
-    try:
-        src = inspect.getsource(type(m).forward)
-    except (OSError, TypeError):
-        src = ""
-    if not _GATED_SRC.search(src):
-        return None, (f"{name}.forward is not down_proj(act_fn(gate_proj(x)) * up_proj(x)); "
-                      "left alone")
-    for a in ("gate_proj", "up_proj", "down_proj"):
-        lin = getattr(m, a)
-        if type(lin) is not nn.Linear:
-            return None, (f"{a} is {type(lin).__module__}.{type(lin).__name__}, not a plain "
-                          "nn.Linear (LoRA / quantised); left alone, eager path kept")
-        w = lin.weight
-        if w.device.type == "meta" or not w.is_floating_point():
-            return None, f"{a}.weight is on meta or not floating point; left alone"
-    cls = _classify_activation(m.act_fn)
-    if cls is None or cls[0] not in ("silu", "gelu", "gelu_tanh"):
-        return None, (f"act_fn {type(m.act_fn).__name__} is not silu/gelu/gelu_tanh; "
-                      "left alone")
-    return cls[0], None
-
-
 def _forward_slot(m) -> str:
     # accelerate's add_hook_to_module wraps `forward` and calls `_old_forward`
     return "_old_forward" if (hasattr(m, "_hf_hook") and "_old_forward" in m.__dict__) \
         else "forward"
-
-
-def _make_gated_forward(m, act: str, mode: str, tile_tokens: int):
-    from .torch.gated import gated_mlp
-
-    def forward(x, *args, **kwargs):
-        return gated_mlp(x, m.gate_proj, m.up_proj, m.down_proj, act, mode, tile_tokens)
-
-    forward.__unswag__ = True
-    return forward
 
 
 def _lm_loss_kind(model) -> Tuple[bool, Optional[str]]:
@@ -170,7 +136,7 @@ def _lm_loss_kind(model) -> Tuple[bool, Optional[str]]:
 
 
 def _make_lm_forward(model, original, chunk_tokens: int):
-    from .torch.lm_loss import causal_lm_loss
+    from .lm_loss import causal_lm_loss
     base = getattr(model, model.base_model_prefix)
     head = model.lm_head
 
@@ -200,16 +166,30 @@ def _make_lm_forward(model, original, chunk_tokens: int):
 
 @dataclass
 class SurgeryReport:
-    """What apply_unswag_surgery did: patched (path, protocol), left alone (path, reason)."""
+    """What apply_unswag_surgery did: patched (path, protocol), left alone (path, reason),
+    and for each patched module the bytes kept for backward before -> after
+    (``kept_bytes[path] = (before, after, unit)``, measured on a probe) and its code
+    (``codes[path]``: codebook kind and bits, or the exact path)."""
     patched: List[Tuple[str, str]] = field(default_factory=list)
     left_alone: List[Tuple[str, str]] = field(default_factory=list)
     attention: str = "unchanged"
     options: Dict[str, Any] = field(default_factory=dict)
+    kept_bytes: Dict[str, Tuple[float, float, str]] = field(default_factory=dict)
+    codes: Dict[str, str] = field(default_factory=dict)
 
     def counts(self) -> Dict[str, int]:
         out: Dict[str, int] = {}
         for _, proto in self.patched:
             out[proto] = out.get(proto, 0) + 1
+        return out
+
+    def _line(self, p: str, proto: str) -> str:
+        out = f"      {p}: {proto}"
+        if p in self.codes:
+            out += f"; {self.codes[p]}"
+        if p in self.kept_bytes:
+            b0, b1, unit = self.kept_bytes[p]
+            out += f"; kept for backward {b0:g} -> {b1:g} bytes per {unit}"
         return out
 
     def __str__(self) -> str:
@@ -218,7 +198,7 @@ class SurgeryReport:
                  f"  patched: {len(self.patched)}"]
         for proto, n in sorted(self.counts().items()):
             lines.append(f"    {n:4d} x {proto}")
-        lines += [f"      {p}: {proto}" for p, proto in self.patched[:50]]
+        lines += [self._line(p, proto) for p, proto in self.patched[:50]]
         if len(self.patched) > 50:
             lines.append(f"      ... {len(self.patched) - 50} more")
         lines.append(f"  left alone: {len(self.left_alone)}")
@@ -248,7 +228,86 @@ def _set_attention(model, impl: str) -> Tuple[str, Optional[str]]:
     return f"{old} -> {impl}", old
 
 
-def apply_unswag_surgery(model, *, bits: int = 2, gated: str = "fused",
+def _int_arg(name: str, v, allowed=None) -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"apply_unswag_surgery: {name} must be an int, got "
+                        f"{type(v).__name__} {v!r}")
+    v = int(v)
+    if allowed is not None and v not in allowed:
+        raise ValueError(f"apply_unswag_surgery: {name} must be one of {allowed}, got {v}")
+    if allowed is None and v <= 0:
+        raise ValueError(f"apply_unswag_surgery: {name} must be a positive int, got {v}")
+    return v
+
+
+def _choice_arg(name: str, v, allowed) -> Optional[str]:
+    if v is not None and not isinstance(v, str):
+        raise TypeError(f"apply_unswag_surgery: {name} must be a str or None, got "
+                        f"{type(v).__name__} {v!r}")
+    if v not in allowed:
+        raise ValueError(f"apply_unswag_surgery: {name} must be one of "
+                         f"{tuple(a for a in allowed if a is not None)} or None, got {v!r}")
+    return v
+
+
+def _check_args(model, bits, gated, tile_tokens, attention, activations, lm_loss):
+    import torch.nn as nn
+    if not isinstance(model, nn.Module):
+        raise TypeError("apply_unswag_surgery: model must be a torch.nn.Module, got "
+                        f"{type(model).__name__}")
+    if not isinstance(activations, bool):
+        raise TypeError(f"apply_unswag_surgery: activations must be a bool, got "
+                        f"{type(activations).__name__} {activations!r}")
+    return dict(bits=_int_arg("bits", bits, (1, 2, 4, 8)),
+                gated=_choice_arg("gated", gated, GATED_MODES + (None,)),
+                tile_tokens=_int_arg("tile_tokens", tile_tokens),
+                attention=_choice_arg("attention", attention, ATTENTION_IMPLS + (None,)),
+                activations=activations,
+                lm_loss=_choice_arg("lm_loss", lm_loss, ("chunked", None)))
+
+
+def _fingerprint(model):
+    """What must not change between two applications: every parameter and buffer
+    (object, device, dtype, shape, storage) and every module's type at its path."""
+    import itertools
+    ts = itertools.chain(model.named_parameters(remove_duplicate=False),
+                         model.named_buffers(remove_duplicate=False))
+    return (tuple((n, id(t), str(t.device), t.dtype, tuple(t.shape),
+                   0 if t.device.type == "meta" else t.data_ptr()) for n, t in ts),
+            tuple((p, type(m)) for p, m in model.named_modules(remove_duplicate=False)))
+
+
+def _model_dtype(model):
+    import torch
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def _codebook_text(act: str, bits: int) -> str:
+    if act in _EXACT_ACTS:
+        return "exact 1-bit predicate code (no codebook)"
+    from .functional import codebook
+    rms = codebook(act, bits)[2]
+    return f"codebook: built-in {act}, {bits} bit ({1 << bits} levels, L2 rms {rms:.4g})"
+
+
+def _activation_decision(act: str, use) -> Optional[str]:
+    """None if the activation should be coded, else why it is left alone."""
+    if use.product:
+        return (f"output multiplied by another tensor ({use.where[0]}): gated form not "
+                "recognised: exact path unavailable; kept")
+    if use.unknown:
+        return (f"use of its output not followed ({use.unknown[0]}); kept, so that no "
+                "unrecognised gated product gets a code")
+    if act == "relu" and not use.dropout_p > 0:
+        return ("torch keeps relu's output, which the next layer keeps anyway: a 1-bit code "
+                "would save nothing (it adds 1 bit an element); kept")
+    return None
+
+
+def apply_unswag_surgery(model, *, bits: int = 2, gated: Optional[str] = "fused",
                          tile_tokens: int = 2048, attention: Optional[str] = "sdpa",
                          activations: bool = True,
                          lm_loss: Optional[str] = None,
@@ -258,8 +317,10 @@ def apply_unswag_surgery(model, *, bits: int = 2, gated: str = "fused",
     bits: code width for non-gated silu/gelu (1, 2, 4 or 8); the relu family is
         always exact with 1 bit.
     gated: "fused" or "recompute" for SwiGLU/GeGLU MLPs, or None to leave them.
-    tile_tokens: tile height (tokens) of the recompute mode and of the chunked loss.
-    attention: "sdpa" to switch Hugging Face models that support it, None to keep.
+    tile_tokens: tile height (tokens, a positive int) of the recompute mode and of the
+        chunked loss.
+    attention: one of ATTENTION_IMPLS to switch Hugging Face models that support it,
+        None to keep.
     activations: False leaves standalone activation modules alone.
     lm_loss: "chunked" computes a causal LM's loss without keeping its logits (the
         output's logits are None when labels are given); None (default) keeps it.
@@ -268,48 +329,69 @@ def apply_unswag_surgery(model, *, bits: int = 2, gated: str = "fused",
         LM through the long-context mode: layer inputs and attention outputs on the
         host, every layer in sequence chunks, the loss without logits
         (docs/long_context.md).  Raises UnsupportedModelError for other models.
+
+    Raises TypeError / ValueError for arguments of the wrong type or value.
     """
-    from .torch import ops  # noqa: F401  (fails early, with a clear error, if torch is absent)
-    if bits not in (1, 2, 4, 8):
-        raise ValueError(f"bits must be 1, 2, 4 or 8, got {bits}")
-    if gated is not None and gated not in GATED_MODES:
-        raise ValueError(f"gated must be one of {GATED_MODES} or None, got {gated!r}")
-    if lm_loss not in (None, "chunked"):
-        raise ValueError(f"lm_loss must be 'chunked' or None, got {lm_loss!r}")
+    from . import ops  # noqa: F401  (fails early, with a clear error, if torch is absent)
+    from . import gated_forms as GF
+    from . import probe_bytes as PB
+    from .flow import Analyzer, functional_activations
+    options = _check_args(model, bits, gated, tile_tokens, attention, activations, lm_loss)
+    bits, tile_tokens = options["bits"], options["tile_tokens"]
     lc_cfg = _long_context_config(long_context)
-    options = dict(bits=bits, gated=gated, tile_tokens=tile_tokens, attention=attention,
-                   activations=activations, lm_loss=lm_loss, long_context=lc_cfg)
+    options["long_context"] = lc_cfg
     state = model.__dict__.get(_STATE)
     if state is not None:
-        if state["options"] == options:
+        stale = state["fingerprint"] != _fingerprint(model)
+        if state["options"] == options and not stale:
             return state["report"]
+        if stale:
+            warnings.warn("apply_unswag_surgery: the model's parameters, devices or modules "
+                          "changed since the last surgery (e.g. materialised from meta with "
+                          "to_empty); the surgery is redone", UserWarning, stacklevel=2)
         remove_unswag_surgery(model)
 
     report = SurgeryReport(options=options)
     undo: List[Tuple] = []
-    inside_gated = set()  # act_fn of gated MLPs left alone: reported, kept
-    covered = set()  # act_fn of fused gated MLPs: no longer called
+    inside_gated = {}  # id(act module) -> why its gated MLP was left alone
+    covered = set()  # act modules of patched gated MLPs: no longer called
+    flow = Analyzer(model)
+    dtype = _model_dtype(model)
 
     # 1. gated MLPs
     for path, m in model.named_modules():
-        act, reason = _gated_kind(m)
-        if act is None and reason is None:
+        form = GF.candidate(m)
+        if form is None:
             continue
+        act_mod = getattr(m, GF._act_attr(m))
+        cls = _classify_activation(act_mod)
+        slot = _forward_slot(m)
+        reason = None
+        if cls is None or cls[0] not in ("silu", "gelu", "gelu_tanh"):
+            reason = (f"activation {type(act_mod).__name__} is not silu/gelu/gelu_tanh; "
+                      "left alone")
+        if reason is None:
+            reason = GF.verify(m, form, getattr(m, slot), cls[0])
+        if reason is None and gated is None:
+            reason = "gated MLP left alone (gated=None)"
         if reason is not None:
-            inside_gated.add(id(m.act_fn))
+            inside_gated[id(act_mod)] = reason
             report.left_alone.append((path, reason))
             continue
-        if gated is None:
-            inside_gated.add(id(m.act_fn))
-            report.left_alone.append((path, "gated MLP left alone (gated=None)"))
-            continue
-        covered.add(id(m.act_fn))
-        slot = _forward_slot(m)
+        covered.add(id(act_mod))
         had = slot in m.__dict__
+        original = getattr(m, slot)
+        new = GF.make_forward(m, form, cls[0], gated, tile_tokens)
+        hidden = getattr(m, form.linears[0]).in_features
+        like = getattr(m, form.linears[0]).weight
+        b0 = PB.per_token(m, original, hidden, like)
         undo.append(("forward", m, slot, had, m.__dict__.get(slot)))
-        object.__setattr__(m, slot, _make_gated_forward(m, act, gated, tile_tokens))
-        report.patched.append((path, f"gated {act} {gated}"
+        object.__setattr__(m, slot, new)
+        b1 = PB.per_token(m, new, hidden, like)
+        report.patched.append((path, f"gated {cls[0]} {gated}"
                                + (f" (tile {tile_tokens})" if gated == "recompute" else "")))
+        report.codes[path] = f"exact ({form.name} form: {type(m).__name__}), no code"
+        report.kept_bytes[path] = (b0, b1, "token")
 
     # 2. standalone activation modules
     for ppath, parent in list(model.named_modules()):
@@ -325,19 +407,30 @@ def apply_unswag_surgery(model, *, bits: int = 2, gated: str = "fused",
                 continue
             if id(child) in inside_gated:
                 report.left_alone.append(
-                    (path, f"{tname} inside a gated MLP: a code of the gate cannot replace it "
-                           "(docs/gated_mlp.md); kept"))
+                    (path, f"{tname} inside a gated MLP left alone "
+                           f"({inside_gated[id(child)]}): a code of the gate cannot replace "
+                           "it (docs/gated_mlp.md); kept"))
                 continue
             if not activations:
                 report.left_alone.append((path, "activations=False"))
                 continue
             act, params = cls
+            why = _activation_decision(act, flow.use(child))
+            if why is not None:
+                report.left_alone.append((path, why))
+                continue
             new = _make_module(act, params, bits)
+            b0, b1 = PB.per_element(child, dtype), PB.per_element(new, dtype)
             undo.append(("child", parent, cname, child))
             setattr(parent, cname, new)
-            proto = "exact 1 bit" if act in ("relu", "relu6", "leaky_relu", "hardtanh") \
-                else f"{bits} bit"
+            proto = "exact 1 bit" if act in _EXACT_ACTS else f"{bits} bit"
             report.patched.append((path, f"{act} {proto}"))
+            report.codes[path] = _codebook_text(act, 1 if act in _EXACT_ACTS else bits)
+            report.kept_bytes[path] = (b0, b1, "element")
+
+    # 2b. activation functions called inside forward code: nothing to replace
+    for path, call in functional_activations(model):
+        report.left_alone.append((path, f"functional call: not patched ({call})"))
 
     # 3. the causal-LM loss (opt-in); the long-context mode includes its own
     ok, reason = _lm_loss_kind(model)
@@ -359,14 +452,15 @@ def apply_unswag_surgery(model, *, bits: int = 2, gated: str = "fused",
         if old is not None:
             undo.append(("attention", model, old))
 
-    model.__dict__[_STATE] = {"options": options, "report": report, "undo": undo}
+    model.__dict__[_STATE] = {"options": options, "report": report, "undo": undo,
+                              "fingerprint": _fingerprint(model)}
     return report
 
 
 def _long_context_config(long_context):
     if long_context is False or long_context is None:
         return None
-    from .torch.long_context import LongContextConfig
+    from .long_context import LongContextConfig
     if long_context is True:
         return LongContextConfig()
     if isinstance(long_context, LongContextConfig):
@@ -376,7 +470,7 @@ def _long_context_config(long_context):
 
 
 def _apply_long_context(model, cfg, report, undo) -> None:
-    from .torch.long_context import host_bytes_per_token, inspect_model, make_forward
+    from .long_context import host_bytes_per_token, inspect_model, make_forward
     parts = inspect_model(model)  # raises UnsupportedModelError with the reason
     slot = _forward_slot(model)
     had = slot in model.__dict__
@@ -396,6 +490,10 @@ def _apply_long_context(model, cfg, report, undo) -> None:
 
 def remove_unswag_surgery(model) -> bool:
     """Undo apply_unswag_surgery exactly; returns False if the model was not patched."""
+    import torch.nn as nn
+    if not isinstance(model, nn.Module):
+        raise TypeError("remove_unswag_surgery: model must be a torch.nn.Module, got "
+                        f"{type(model).__name__}")
     state = model.__dict__.pop(_STATE, None)
     if state is None:
         return False
