@@ -61,6 +61,9 @@ def test_meta_then_to_empty_is_redone_with_a_warning():
     assert not rep0.patched and any("meta" in why for _, why in rep0.left_alone)
     m.to_empty(device="cpu")
     m.load_state_dict(ref.state_dict())
+    with torch.no_grad():  # non-persistent buffers (rope's inv_freq) are not in the state
+        for (_, b), (_, rb) in zip(m.named_buffers(), ref.named_buffers()):  # dict: to_empty
+            b.copy_(rb)  # left them uninitialised
     with pytest.warns(UserWarning, match="changed since the last surgery"):
         rep1 = apply_unswag_surgery(m)
     assert rep1 is not rep0 and rep1.counts() == {"gated silu fused": 2}
