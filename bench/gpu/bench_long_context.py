@@ -11,7 +11,7 @@ the first failure):
   liger-tiled+ckpt     the same with Liger's TiledMLP (LigerTiledSwiGLUMLP)
   liger-tiled+offload  the same, reentrant checkpointing inside
                        torch.autograd.graph.save_on_cpu(pin_memory=True)
-  unswag-prev          UnSwag's previous best: gated="recompute", lm_loss="chunked" + ckpt
+  unswag-prev+ckpt     UnSwag's previous best: gated="recompute", lm_loss="chunked" + ckpt
   unswag-long          apply_unswag_surgery(model, long_context=True)
 
 Printed per (mode, context): whole peak (torch.cuda.max_memory_allocated), peak above
@@ -40,8 +40,8 @@ import subprocess
 import sys
 import time
 
-MODES = ["hf+ckpt", "liger+ckpt", "liger-tiled+ckpt", "liger-tiled+offload", "unswag-prev",
-         "unswag-long"]
+MODES = ["hf+ckpt", "liger+ckpt", "liger-tiled+ckpt", "liger-tiled+offload",
+         "unswag-prev+ckpt", "unswag-long"]
 CONTEXTS = [16384, 32768, 65536, 131072, 262144]
 GIB = 2 ** 30
 DEVICE = "cuda"  # the CPU smoke test overrides this
@@ -72,7 +72,7 @@ def build_model(mode: str, max_ctx: int, dev, small: bool = False):
             new = LigerTiledSwiGLUMLP(cfg)
             new.gate_proj, new.up_proj, new.down_proj = old.gate_proj, old.up_proj, old.down_proj
             layer.mlp = new
-    if mode == "unswag-prev":
+    if mode.startswith("unswag-prev"):
         from unswag import apply_unswag_surgery
         apply_unswag_surgery(model, gated="recompute", tile_tokens=4096, lm_loss="chunked")
     if mode == "unswag-long":

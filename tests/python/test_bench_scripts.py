@@ -73,7 +73,7 @@ def test_models_memory_child_bisects(fake_cuda, monkeypatch):
     assert out["at_fixed"]["batch"] == 16
 
 
-@pytest.mark.parametrize("mode", ["hf+ckpt", "unswag-prev", "unswag-long"])
+@pytest.mark.parametrize("mode", ["hf+ckpt", "unswag-prev+ckpt", "unswag-long"])
 def test_long_context_child(mode, monkeypatch, capsys):
     bench = _load("bench_long_context")
     monkeypatch.setattr(bench, "DEVICE", "cpu")
