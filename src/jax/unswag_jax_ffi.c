@@ -482,9 +482,9 @@ static void fp_ieee_leave(const fp_env *e) {
 }
 
 /* One thread, vectorised: the handler runs on one of XLA's threads, which
- * already runs independent ops side by side; the library's OpenMP team
- * would compete with XLA's pool for the same cores (its spinning workers
- * made calls 10x slower on a 2-core machine). */
+ * already runs independent ops side by side; the library's thread pool
+ * would compete with XLA's pool for the same cores (when that pool was
+ * OpenMP, its spinning workers made calls 10x slower on a 2-core machine). */
 static const unswag_cpu_options cpu_opts = {UNSWAG_PATH_VECTOR, 1};
 
 static unswag_status cpu_forward(const unswag_op *op, unswag_dtype dt, const void *x, void *y,
