@@ -64,7 +64,7 @@ UNSWAG_API const char *unswag_status_string(unswag_status status);
 UNSWAG_API const char *unswag_last_error(void);
 
 UNSWAG_API int unswag_version(void);               /* UNSWAG_VERSION_NUMBER */
-UNSWAG_API const char *unswag_version_string(void); /* "0.1.0"              */
+UNSWAG_API const char *unswag_version_string(void); /* e.g. "0.1.0"        */
 
 /* ---- element types -------------------------------------------------------- */
 

@@ -69,9 +69,7 @@ def info(out=sys.stdout) -> int:
         p(f"native library: NOT AVAILABLE\n  {e}")
         return 1
     p(f"native library: {l._name} (libunswag {N.version()})")
-    gated = all(hasattr(l, f) for f in ("unswag_gated_forward", "unswag_gated_backward"))
-    p("build: CPU kernels (scalar, vectorised, threaded)"
-      + ("" if gated else "; gated MLP kernels MISSING (old build)"))
+    p("build: CPU kernels (scalar, vectorised, threaded)")
     if N.cuda_built():
         p(f"       CUDA kernels: {_cuda_archs(l._name)}")
     else:
@@ -89,8 +87,8 @@ def info(out=sys.stdout) -> int:
                 errs.append(f"{b}b {N.builtin_codebook(a, b).rms_error:.4f}")
             except N.UnswagError:
                 errs.append(f"{b}b n/a")
-        p(f"  {a:<11} exact forward, k-bit backward (default 2); codebook RMS error of f' "
-          f"under N(0,1): " + ", ".join(errs))
+        p(f"  {a:<11} exact forward, k-bit backward (default {N.DEFAULT_BITS}); "
+          f"codebook RMS error of f' under N(0,1): " + ", ".join(errs))
     p("  gated MLP  (SwiGLU/GeGLU) exact: fused keeps x, g, u; recompute keeps x only")
     return 0
 

@@ -20,6 +20,7 @@ ACTIVATIONS = {"relu": RELU, "leaky_relu": LEAKY_RELU, "relu6": RELU6, "hardtanh
                "silu": SILU, "gelu": GELU, "gelu_tanh": GELU_TANH}
 EXACT = {"relu", "leaky_relu", "relu6", "hardtanh"}
 STATUS_CUDA_NOT_BUILT = 9
+DEFAULT_BITS = 2  # code bits of the smooth activations unless given (torch and JAX)
 
 
 class UnswagError(RuntimeError):
@@ -66,18 +67,14 @@ def _declare(l):
         "unswag_backward": ([c.POINTER(Op), i, vp, vp, vp, sz], st),
         "unswag_forward_cuda": ([c.POINTER(Op), i, vp, vp, vp, sz, vp], st),
         "unswag_backward_cuda": ([c.POINTER(Op), i, vp, vp, vp, sz, vp], st),
-    }
-    optional = {
         "unswag_gated_forward": ([i, i, vp, vp, vp, sz], st),
         "unswag_gated_backward": ([i, i, vp, vp, vp, vp, vp, sz], st),
         "unswag_gated_forward_cuda": ([i, i, vp, vp, vp, sz, vp], st),
         "unswag_gated_backward_cuda": ([i, i, vp, vp, vp, vp, vp, sz, vp], st),
     }
-    for name, (args, res) in list(sigs.items()) + list(optional.items()):
+    for name, (args, res) in sigs.items():
         if not hasattr(l, name):
-            if name in sigs:
-                raise OSError(f"{name} missing from {l._name}")
-            continue
+            raise OSError(f"{name} missing from {l._name}")
         f = getattr(l, name)
         f.argtypes, f.restype = args, res
 

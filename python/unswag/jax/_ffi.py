@@ -84,7 +84,7 @@ def _register():
         return
     try:
         has_cuda = bool(lib.unswag_jax_cuda_handlers()) and _native.cuda_built()
-    except (AttributeError, _native.UnswagError):
+    except _native.UnswagError:
         has_cuda = False
     if has_cuda:
         try:

@@ -15,7 +15,7 @@ SUPPORTED_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.float16), jnp.dtype(jn
 SMOOTH = ("silu", "gelu", "gelu_tanh")
 EXACT = ("relu", "leaky_relu", "relu6", "hardtanh")
 IMPLS = ("auto", "ffi", "pure")
-DEFAULT_BITS = 4  # smooth activations
+DEFAULT_BITS = _native.DEFAULT_BITS  # smooth activations
 
 
 class Spec(NamedTuple):

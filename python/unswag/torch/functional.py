@@ -10,10 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._native import DEFAULT_BITS
 from . import ops  # noqa: F401  (registers torch.ops.unswag.*)
-
-DEFAULT_BITS = 2
-
 
 def activation(x: Tensor, act: str, bits: int = 1, slope: float = 0.01, lo: float = -1.0,
                hi: float = 1.0) -> Tensor:
