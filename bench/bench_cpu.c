@@ -107,9 +107,12 @@ static void normal_piece(void *ctx, size_t b, size_t e) {
     float v = 0.0f;
     for (int k = 0; k < 4; ++k) v += (float)((z >> (16 * k)) & 0xFFFF) * (1.0f / 65536.0f);
     v = (v - 2.0f) * 1.7320508f; /* variance 4/12 -> 1 */
-    if (s->dt == UNSWAG_F32) ((float *)s->dst)[i] = v;
-    else if (s->dt == UNSWAG_F16) ((uint16_t *)s->dst)[i] = unswag_f32_to_f16(v);
-    else ((uint16_t *)s->dst)[i] = unswag_f32_to_bf16(v);
+    if (s->dt == UNSWAG_F32)
+      ((float *)s->dst)[i] = v;
+    else if (s->dt == UNSWAG_F16)
+      ((uint16_t *)s->dst)[i] = unswag_f32_to_f16(v);
+    else
+      ((uint16_t *)s->dst)[i] = unswag_f32_to_bf16(v);
   }
 }
 
@@ -181,9 +184,12 @@ static void cpu_model(char *out, size_t cap) {
       if (!p) continue;
       char *v = p + 1 + strspn(p + 1, " \t");
       v[strcspn(v, "\n")] = 0;
-      if (!strncmp(line, "model name", 10)) snprintf(name, sizeof name, "%s", v);
-      else if (!strncmp(line, "cpu family", 10)) snprintf(fam, sizeof fam, "%s", v);
-      else if (!strncmp(line, "model\t", 6)) snprintf(mod, sizeof mod, "%s", v);
+      if (!strncmp(line, "model name", 10))
+        snprintf(name, sizeof name, "%s", v);
+      else if (!strncmp(line, "cpu family", 10))
+        snprintf(fam, sizeof fam, "%s", v);
+      else if (!strncmp(line, "model\t", 6))
+        snprintf(mod, sizeof mod, "%s", v);
       if (line[0] == '\n' || !strncmp(line, "power management", 16)) break; /* first CPU */
     }
     fclose(f);
@@ -265,10 +271,12 @@ int main(int argc, char **argv) {
   printf("  compiler  %s (this harness)\n", __VERSION__);
 #endif
   printf("  n         %zu elements; median of %d runs after a warm-up; GB = 1e9 bytes\n", n, reps);
-  printf("  ratio     median over runs of kernel GB/s / memcpy GB/s, the two timed\n"
-         "            alternately (memcpy, kernel, memcpy, kernel, ...)\n");
-  printf("  bytes     fwd: read n*es, write n*es + codes; bwd: read n*es + codes, write n*es;\n"
-         "            memcpy of n*es bytes counts 2*n*es; same thread count for both\n");
+  printf(
+      "  ratio     median over runs of kernel GB/s / memcpy GB/s, the two timed\n"
+      "            alternately (memcpy, kernel, memcpy, kernel, ...)\n");
+  printf(
+      "  bytes     fwd: read n*es, write n*es + codes; bwd: read n*es + codes, write n*es;\n"
+      "            memcpy of n*es bytes counts 2*n*es; same thread count for both\n");
   printf("  path      UNSWAG_PATH_AUTO (vectorised + threaded), except the last row\n");
   char load[128];
   loadavg(load, sizeof load);
@@ -285,10 +293,10 @@ int main(int argc, char **argv) {
   const int ncases = (int)(sizeof cases / sizeof cases[0]);
   const unswag_dtype dts[3] = {UNSWAG_F32, UNSWAG_F16, UNSWAG_BF16};
 
-  printf("%-5s %-10s %2s  %9s %9s %6s  %9s %9s %6s\n", "dtype", "act", "k", "memcpy",
-         "fwd GB/s", "ratio", "memcpy", "bwd GB/s", "ratio");
-  printf("%-5s %-10s %2s  %9s %9s %6s  %9s %9s %6s\n", "-----", "----------", "--",
-         "---------", "---------", "------", "---------", "---------", "------");
+  printf("%-5s %-10s %2s  %9s %9s %6s  %9s %9s %6s\n", "dtype", "act", "k", "memcpy", "fwd GB/s",
+         "ratio", "memcpy", "bwd GB/s", "ratio");
+  printf("%-5s %-10s %2s  %9s %9s %6s  %9s %9s %6s\n", "-----", "----------", "--", "---------",
+         "---------", "------", "---------", "---------", "------");
   unswag_cpu_options autopath = {UNSWAG_PATH_AUTO, 0};
   for (int d = 0; d < 3; ++d) {
     const unswag_dtype dt = dts[d];
@@ -312,10 +320,11 @@ int main(int argc, char **argv) {
     fill_normal(c.x, dt, n, c.threads);
     result f = measure(&c, &op, dt, 0, &vec1, 1);
     result b = measure(&c, &op, dt, 1, &vec1, 1);
-    printf("%-5s %-10s %2d  %9.2f %9.2f %6.2f  %9.2f %9.2f %6.2f   <- 1 thread: VECTOR path, "
-           "1-thread memcpy\n",
-           "bf16", "silu", 2, f.memcpy_gbs, f.kernel_gbs, f.ratio, b.memcpy_gbs, b.kernel_gbs,
-           b.ratio);
+    printf(
+        "%-5s %-10s %2d  %9.2f %9.2f %6.2f  %9.2f %9.2f %6.2f   <- 1 thread: VECTOR path, "
+        "1-thread memcpy\n",
+        "bf16", "silu", 2, f.memcpy_gbs, f.kernel_gbs, f.ratio, b.memcpy_gbs, b.kernel_gbs,
+        b.ratio);
   }
   loadavg(load, sizeof load);
   printf("\nloadavg at end: %s\n", load);

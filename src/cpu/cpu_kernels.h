@@ -35,13 +35,12 @@ typedef struct unswag_kargs {
 typedef struct unswag_cpu_kernels {
   const char *name;
   void (*forward)(const unswag_kargs *a, const void *x, void *y, uint8_t *codes, size_t n);
-  void (*backward)(const unswag_kargs *a, const void *dy, const uint8_t *codes, void *dx,
-                   size_t n);
+  void (*backward)(const unswag_kargs *a, const void *dy, const uint8_t *codes, void *dx, size_t n);
   /* gated MLP (act = silu, gelu, gelu_tanh); NULL in the scalar variant */
   void (*gated_forward)(int act, int dtype, const uint8_t *g, const uint8_t *u, uint8_t *h,
                         size_t n);
-  void (*gated_backward)(int act, int dtype, const uint8_t *dh, const uint8_t *g,
-                         const uint8_t *u, uint8_t *dg, uint8_t *du, size_t n);
+  void (*gated_backward)(int act, int dtype, const uint8_t *dh, const uint8_t *g, const uint8_t *u,
+                         uint8_t *dg, uint8_t *du, size_t n);
 } unswag_cpu_kernels;
 
 extern const unswag_cpu_kernels unswag_cpu_kernels_scalar;
@@ -51,8 +50,9 @@ extern const unswag_cpu_kernels unswag_cpu_kernels_avx2;
 #endif
 
 /* The table of a variant translation unit that includes kernels.inc and gated_kernels.inc. */
-#define UNSWAG_CPU_VARIANT(var, label) \
-  const unswag_cpu_kernels var = {label, kernel_forward, kernel_backward, gated_forward, gated_backward}
+#define UNSWAG_CPU_VARIANT(var, label)                                                   \
+  const unswag_cpu_kernels var = {label, kernel_forward, kernel_backward, gated_forward, \
+                                  gated_backward}
 
 /* The fastest variant this CPU runs; its features are probed on the first call only. */
 const unswag_cpu_kernels *unswag_cpu_kernels_best(void);

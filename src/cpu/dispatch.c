@@ -42,16 +42,17 @@ static unswag_status prepare(const unswag_op *op, unswag_dtype dtype, const void
 typedef struct {
   const unswag_cpu_kernels *k;
   unswag_kargs ka;
-  size_t es;                /* element size */
-  const uint8_t *in;        /* x or dy */
-  uint8_t *out;             /* y or dx */
-  uint8_t *codes_out;       /* forward */
-  const uint8_t *codes_in;  /* backward */
+  size_t es;               /* element size */
+  const uint8_t *in;       /* x or dy */
+  uint8_t *out;            /* y or dx */
+  uint8_t *codes_out;      /* forward */
+  const uint8_t *codes_in; /* backward */
 } act_call;
 
 static void forward_piece(void *ctx, size_t b, size_t e) {
   const act_call *c = (const act_call *)ctx;
-  c->k->forward(&c->ka, c->in + b * c->es, c->out + b * c->es, c->codes_out + b / 8 * (size_t)c->ka.bits, e - b);
+  c->k->forward(&c->ka, c->in + b * c->es, c->out + b * c->es,
+                c->codes_out + b / 8 * (size_t)c->ka.bits, e - b);
 }
 
 static void backward_piece(void *ctx, size_t b, size_t e) {
@@ -64,12 +65,12 @@ static void run(const unswag_cpu_options *opts, unswag_piece_fn piece, act_call 
   const unswag_cpu_path path = opts ? opts->path : UNSWAG_PATH_AUTO;
   c->k = path == UNSWAG_PATH_SCALAR ? &unswag_cpu_kernels_scalar : unswag_cpu_kernels_best();
   c->es = unswag_dtype_size(c->ka.dtype);
-  unswag_cpu_parallel_for(n, unswag_cpu_thread_count(path, opts ? opts->num_threads : 0, n),
-                          piece, c);
+  unswag_cpu_parallel_for(n, unswag_cpu_thread_count(path, opts ? opts->num_threads : 0, n), piece,
+                          c);
 }
 
-unswag_status unswag_forward_advanced(const unswag_op *op, unswag_dtype dtype,
-                                      const void *x, void *y, uint8_t *codes, size_t n,
+unswag_status unswag_forward_advanced(const unswag_op *op, unswag_dtype dtype, const void *x,
+                                      void *y, uint8_t *codes, size_t n,
                                       const unswag_cpu_options *opts) {
   unswag_codebook cb;
   act_call c;
@@ -82,9 +83,9 @@ unswag_status unswag_forward_advanced(const unswag_op *op, unswag_dtype dtype,
   return UNSWAG_OK;
 }
 
-unswag_status unswag_backward_advanced(const unswag_op *op, unswag_dtype dtype,
-                                       const void *dy, const uint8_t *codes, void *dx,
-                                       size_t n, const unswag_cpu_options *opts) {
+unswag_status unswag_backward_advanced(const unswag_op *op, unswag_dtype dtype, const void *dy,
+                                       const uint8_t *codes, void *dx, size_t n,
+                                       const unswag_cpu_options *opts) {
   unswag_codebook cb;
   act_call c;
   unswag_status s = prepare(op, dtype, dy, dx, codes, n, opts, &cb, &c.ka);

@@ -50,8 +50,7 @@ unswag_status unswag_gated_forward(unswag_activation act, unswag_dtype dtype, co
 }
 
 unswag_status unswag_gated_backward(unswag_activation act, unswag_dtype dtype, const void *dh,
-                                    const void *g, const void *u, void *dg, void *du,
-                                    size_t n) {
+                                    const void *g, const void *u, void *dg, void *du, size_t n) {
   unswag_status s =
       unswag_gated_validate("unswag_gated_backward", act, dtype, n, !dh || !g || !u || !dg || !du);
   if (s != UNSWAG_OK || n == 0) return s;

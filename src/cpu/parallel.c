@@ -111,8 +111,8 @@ static struct {
   int workers, stop, tried;
   pthread_t tid[MAX_WORKERS];
 } pool = {.mu = PTHREAD_MUTEX_INITIALIZER,
-            .wake = PTHREAD_COND_INITIALIZER,
-            .idle = PTHREAD_COND_INITIALIZER};
+          .wake = PTHREAD_COND_INITIALIZER,
+          .idle = PTHREAD_COND_INITIALIZER};
 static atomic_flag busy = ATOMIC_FLAG_INIT; /* held by the one caller using the pool */
 
 static void *worker_main(void *arg) {
@@ -164,16 +164,15 @@ static int start_workers(void) {
   int want = unswag_cpu_cores() - 1;
   if (want > MAX_WORKERS) want = MAX_WORKERS;
   static int atfork_done;
-  if (!atfork_done) atfork_done = pthread_atfork(before_fork, after_fork_parent,
-                                                 after_fork_child) == 0;
+  if (!atfork_done)
+    atfork_done = pthread_atfork(before_fork, after_fork_parent, after_fork_child) == 0;
   /* workers take no signals: the caller's threads handle them */
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   pthread_mutex_lock(&pool.mu);
-  while (pool.workers < want &&
-         pthread_create(&pool.tid[pool.workers], NULL, worker_main,
-                        (void *)(uintptr_t)pool.gen) == 0)
+  while (pool.workers < want && pthread_create(&pool.tid[pool.workers], NULL, worker_main,
+                                               (void *)(uintptr_t)pool.gen) == 0)
     pool.workers++;
   pthread_mutex_unlock(&pool.mu);
   pthread_sigmask(SIG_SETMASK, &old, NULL);

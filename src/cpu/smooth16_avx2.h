@@ -30,13 +30,12 @@ ALWAYS_INLINE __m256 cvt8_f32(const __m128i h, const int dt) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
-/* bf16 and fp16 smooth forward at 1, 2 or 4 bits, 8 elements a step: values gathered from the 16-bit table, codes counted with
- * ordered compares against the boundaries (NaN compares false: code 0, as
- * us_smooth_code), the 8 codes packed into one word.  Returns how many elements it
- * did (a multiple of 8). */
-ALWAYS_INLINE size_t forward8(const uint16_t *tab, const float *b,
-                                           const int bits, const int dt, const uint8_t *x,
-                                           uint8_t *y, uint8_t *codes, size_t n) {
+/* bf16 and fp16 smooth forward at 1, 2 or 4 bits, 8 elements a step: values
+ * gathered from the 16-bit table, codes counted with ordered compares against
+ * the boundaries (NaN compares false: code 0, as us_smooth_code), the 8 codes
+ * packed into one word.  Returns how many elements it did (a multiple of 8). */
+ALWAYS_INLINE size_t forward8(const uint16_t *tab, const float *b, const int bits, const int dt,
+                              const uint8_t *x, uint8_t *y, uint8_t *codes, size_t n) {
   const int nb = (1 << bits) - 1;
   __m256 bv[15];
   for (int j = 0; j < nb; ++j) bv[j] = _mm256_set1_ps(b[j]);
@@ -48,11 +47,10 @@ ALWAYS_INLINE size_t forward8(const uint16_t *tab, const float *b,
     const __m128i xh = _mm_loadu_si128((const __m128i *)(const void *)(x + 2 * i));
     const __m256i xi = _mm256_cvtepu16_epi32(xh);
     const __m256 xf = cvt8_f32(xh, dt);
-    const __m256i v = _mm256_and_si256(_mm256_i32gather_epi32((const int *)(const void *)tab,
-                                                              xi, 2), low16);
+    const __m256i v =
+        _mm256_and_si256(_mm256_i32gather_epi32((const int *)(const void *)tab, xi, 2), low16);
     _mm_storeu_si128((__m128i *)(void *)(y + 2 * i),
-                     _mm_packus_epi32(_mm256_castsi256_si128(v),
-                                      _mm256_extracti128_si256(v, 1)));
+                     _mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)));
     __m256i c = _mm256_setzero_si256();
     for (int j = 0; j < nb; ++j) /* a true compare is -1: subtracting counts it */
       c = _mm256_sub_epi32(c, _mm256_castps_si256(_mm256_cmp_ps(xf, bv[j], _CMP_GT_OQ)));
@@ -66,14 +64,13 @@ ALWAYS_INLINE size_t forward8(const uint16_t *tab, const float *b,
   return n8;
 }
 
-/* bf16 and fp16 smooth backward at 1, 2 or 4 bits, 8 elements a step: the 8 codes come from one little-endian word and their
- * levels from one or two permutes, which gcc does not find for lv[c[i]].  The product
+/* bf16 and fp16 smooth backward at 1, 2 or 4 bits, 8 elements a step: the 8
+ * codes come from one little-endian word and their levels from one or two permutes, which gcc does not find for lv[c[i]].  The product
  * and its rounding are the scalar path's IEEE operations (us_f32_to_bf16 spelled in
  * vector form; for fp16 the F16C round-to-nearest-even conversion, NaN made canonical).
  * Returns how many elements it did (a multiple of 8). */
-ALWAYS_INLINE size_t backward8(const float *lv, const int bits, const int dt,
-                                            const uint8_t *dy, const uint8_t *codes,
-                                            uint8_t *dx, size_t n) {
+ALWAYS_INLINE size_t backward8(const float *lv, const int bits, const int dt, const uint8_t *dy,
+                               const uint8_t *codes, uint8_t *dx, size_t n) {
   float pad[16] = {0};
   memcpy(pad, lv, sizeof(float) * (size_t)(1 << bits));
   const __m256 lv_lo = _mm256_loadu_ps(pad), lv_hi = _mm256_loadu_ps(pad + 8);
@@ -86,8 +83,8 @@ ALWAYS_INLINE size_t backward8(const float *lv, const int bits, const int dt,
   for (size_t i = 0; i < n8; i += 8) {
     uint32_t w = 0; /* bits is a constant here, so this is one load */
     memcpy(&w, codes + i / 8 * (size_t)bits, (size_t)bits);
-    const __m256i idx = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)w), shifts),
-                                         mask);
+    const __m256i idx =
+        _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)w), shifts), mask);
     __m256 level = _mm256_permutevar8x32_ps(lv_lo, idx);
     if (bits == 4) /* bit 3 of the code picks the upper eight levels */
       level = _mm256_blendv_ps(level, _mm256_permutevar8x32_ps(lv_hi, idx),
@@ -99,8 +96,8 @@ ALWAYS_INLINE size_t backward8(const float *lv, const int bits, const int dt,
     __m128i out;
     if (dt == UNSWAG_F16) {
       const __m128i h = _mm256_cvtps_ph(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-      const __m128i nan16 = _mm_packs_epi32(_mm256_castsi256_si128(is_nan),
-                                            _mm256_extracti128_si256(is_nan, 1));
+      const __m128i nan16 =
+          _mm_packs_epi32(_mm256_castsi256_si128(is_nan), _mm256_extracti128_si256(is_nan, 1));
       out = _mm_blendv_epi8(h, _mm_set1_epi16(0x7E00), nan16);
     } else {
       const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), one);
@@ -116,8 +113,8 @@ ALWAYS_INLINE size_t backward8(const float *lv, const int bits, const int dt,
 /* The entry points kernels.inc calls (with constant dt and bits): the count of
  * leading elements done, 0 where these loops do not apply. */
 ALWAYS_INLINE size_t smooth16_forward(const uint16_t *tab, const float *b, const int bits,
-                                      const int dt, const uint8_t *x, uint8_t *y,
-                                      uint8_t *codes, size_t n) {
+                                      const int dt, const uint8_t *x, uint8_t *y, uint8_t *codes,
+                                      size_t n) {
   if (dt == UNSWAG_F32 || bits > 4) return 0;
   return forward8(tab, b, bits, dt, x, y, codes, n);
 }

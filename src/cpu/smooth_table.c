@@ -9,7 +9,7 @@
 #include "smooth_table.h"
 #include "../core/act_math.h"
 
-#define N_ACTS 3 /* silu, gelu, gelu_tanh */
+#define N_ACTS 3   /* silu, gelu, gelu_tanh */
 #define N_DTYPES 2 /* fp16, bf16 */
 
 /* one entry of padding: the AVX2 forward gathers 32 bits at entry x, reading x + 1 */
@@ -22,9 +22,12 @@ static void fill(uint16_t *t, unswag_activation act, unswag_dtype dtype) {
     const uint16_t h = (uint16_t)i;
     const float x = bf ? us_bf16_to_f32(h) : us_f16_to_f32(h);
     float y;
-    if (act == UNSWAG_SILU) y = us_silu_f32(x);
-    else if (act == UNSWAG_GELU) y = us_gelu_f32(x);
-    else y = us_gelu_tanh_f32(x);
+    if (act == UNSWAG_SILU)
+      y = us_silu_f32(x);
+    else if (act == UNSWAG_GELU)
+      y = us_gelu_f32(x);
+    else
+      y = us_gelu_tanh_f32(x);
     t[i] = bf ? us_f32_to_bf16(y) : us_f32_to_f16(y);
   }
 }

@@ -13,14 +13,17 @@ static double f32_value(uint32_t u) {
 static double f16_value(uint32_t h) {
   int s = (h >> 15) & 1, e = (h >> 10) & 31, m = h & 1023;
   double v;
-  if (e == 31) v = m ? NAN : INFINITY;
-  else if (e == 0) v = ldexp(m, -24);
-  else v = ldexp(1024 + m, e - 25);
+  if (e == 31)
+    v = m ? NAN : INFINITY;
+  else if (e == 0)
+    v = ldexp(m, -24);
+  else
+    v = ldexp(1024 + m, e - 25);
   return s ? -v : v;
 }
 
 double ref_load(unswag_dtype dt, const void *buf, size_t i) {
-  return dt == UNSWAG_F32 ? f32_value(ref_bits(dt, buf, i))
+  return dt == UNSWAG_F32   ? f32_value(ref_bits(dt, buf, i))
          : dt == UNSWAG_F16 ? f16_value(ref_bits(dt, buf, i))
                             : f32_value(ref_bits(dt, buf, i) << 16);
 }
@@ -67,9 +70,12 @@ static uint32_t encode(unswag_dtype dt, double r) {
 
 uint32_t ref_round_bits(unswag_dtype dt, double v) {
   double r;
-  if (dt == UNSWAG_F32) r = round_format(v, 24, -126, 3.4028234663852886e38);
-  else if (dt == UNSWAG_F16) r = round_format(v, 11, -14, 65504.0);
-  else r = round_format(v, 8, -126, 3.3895313892515355e38);
+  if (dt == UNSWAG_F32)
+    r = round_format(v, 24, -126, 3.4028234663852886e38);
+  else if (dt == UNSWAG_F16)
+    r = round_format(v, 11, -14, 65504.0);
+  else
+    r = round_format(v, 8, -126, 3.3895313892515355e38);
   return encode(dt, r);
 }
 
@@ -91,8 +97,7 @@ double ref_activation(const unswag_op *op, double x) {
     case UNSWAG_RELU: return isnan(x) ? x : (x > 0 ? x : 0.0);
     case UNSWAG_LEAKY_RELU: return x > 0 ? x : x * (double)op->slope;
     case UNSWAG_RELU6: return isnan(x) ? x : (x <= 0 ? 0.0 : (x >= 6 ? 6.0 : x));
-    case UNSWAG_HARDTANH:
-      return isnan(x) ? x : (x <= op->lo ? op->lo : (x >= op->hi ? op->hi : x));
+    case UNSWAG_HARDTANH: return isnan(x) ? x : (x <= op->lo ? op->lo : (x >= op->hi ? op->hi : x));
     case UNSWAG_SILU: return x / (1.0 + exp(-x));
     case UNSWAG_GELU: return 0.5 * x * erfc(-x / sqrt(2.0));
     default: {

@@ -57,16 +57,22 @@ static void fill_inputs(unswag_dtype dt, void *x, size_t n, int exhaustive) {
     }
     float f;
     uint32_t u = (uint32_t)rng();
-    if (i % 3 == 0) memcpy(&f, &u, 4);          /* any bit pattern */
-    else if (i % 3 == 1) f = (float)(3 * rng_normal()); /* typical values */
-    else f = (float)(20 * rng_normal());          /* tails */
+    if (i % 3 == 0)
+      memcpy(&f, &u, 4); /* any bit pattern */
+    else if (i % 3 == 1)
+      f = (float)(3 * rng_normal()); /* typical values */
+    else
+      f = (float)(20 * rng_normal()); /* tails */
     memcpy((char *)x + 4 * i, &f, 4);
   }
 }
 
-static const float SPECIALS[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, -NAN, 1e-45f, -1e-45f,
-                                 1.17549435e-38f, -1.17549435e-38f, 3.4028235e38f, -3.4028235e38f,
-                                 6.0f, -1.0f, 1.0f, 2.5f, -0.75f, 88.7f, -88.7f, -103.0f, -13.0f};
+static const float SPECIALS[] = {
+    0.0f,          -0.0f,          INFINITY, -INFINITY,       NAN,
+    -NAN,          1e-45f,         -1e-45f,  1.17549435e-38f, -1.17549435e-38f,
+    3.4028235e38f, -3.4028235e38f, 6.0f,     -1.0f,           1.0f,
+    2.5f,          -0.75f,         88.7f,    -88.7f,          -103.0f,
+    -13.0f};
 
 /* Checks one forward + backward of op on x[0..n) in every path. */
 static void check_op(const unswag_op *op, unswag_dtype dt, const void *x, size_t n,
@@ -75,8 +81,10 @@ static void check_op(const unswag_op *op, unswag_dtype dt, const void *x, size_t
   size_t cbytes;
   unswag_code_bytes(n, op->bits, &cbytes);
   unswag_codebook cb;
-  if (!unswag_activation_is_exact(op->act)) unswag_codebook_builtin(op->act, op->bits, &cb);
-  else cb.bits = 1;
+  if (!unswag_activation_is_exact(op->act))
+    unswag_codebook_builtin(op->act, op->bits, &cb);
+  else
+    cb.bits = 1;
 
   static const unswag_cpu_path paths[] = {UNSWAG_PATH_SCALAR, UNSWAG_PATH_VECTOR,
                                           UNSWAG_PATH_THREADED};
@@ -108,23 +116,25 @@ static void check_op(const unswag_op *op, unswag_dtype dt, const void *x, size_t
     double xv = ref_load(dt, x, i);
     uint32_t c = ref_unpack(codes[0], i, op->bits);
     if (c != ref_code(op, &cb, (float)xv)) {
-      if (!bad_code++) fprintf(stderr, "  %s: x=%a code %u want %u\n", what, xv, c,
-                               ref_code(op, &cb, (float)xv));
+      if (!bad_code++)
+        fprintf(stderr, "  %s: x=%a code %u want %u\n", what, xv, c, ref_code(op, &cb, (float)xv));
     }
     uint32_t want = ref_round_bits(dt, ref_activation(op, xv));
     uint64_t d = ref_ulp_diff(dt, ref_bits(dt, y[0], i), want);
     if (exact ? d != 0 : d > 1) {
-      if (!bad_y++) fprintf(stderr, "  %s: x=%a y=%a ulps %llu\n", what, xv,
-                            ref_load(dt, y[0], i), (unsigned long long)d);
+      if (!bad_y++)
+        fprintf(stderr, "  %s: x=%a y=%a ulps %llu\n", what, xv, ref_load(dt, y[0], i),
+                (unsigned long long)d);
     }
     /* computed NaNs are the canonical quiet NaN on every backend */
-    if (!exact && isnan(ref_load(dt, y[0], i)) && ref_bits(dt, y[0], i) != ref_round_bits(dt, NAN)) {
+    if (!exact && isnan(ref_load(dt, y[0], i)) &&
+        ref_bits(dt, y[0], i) != ref_round_bits(dt, NAN)) {
       if (!bad_y++) fprintf(stderr, "  %s: non-canonical NaN %x\n", what, ref_bits(dt, y[0], i));
     }
     uint32_t want_dx = ref_backward_bits(op, &cb, dt, ref_bits(dt, dy, i), c);
     if (ref_bits(dt, dx[0], i) != want_dx) {
-      if (!bad_dx++) fprintf(stderr, "  %s: dx bits %x want %x\n", what,
-                             ref_bits(dt, dx[0], i), want_dx);
+      if (!bad_dx++)
+        fprintf(stderr, "  %s: dx bits %x want %x\n", what, ref_bits(dt, dx[0], i), want_dx);
     }
   }
   CHECK(bad_code == 0, "%s: %ld codes differ from the reference bucket", what, bad_code);
@@ -171,7 +181,8 @@ static void check_tails(const unswag_op *op, unswag_dtype dt) {
       memset(ybuf, 0xA5, sizeof ybuf);
       memset(cbuf, 0xA5, sizeof cbuf);
       memset(dxbuf, 0xA5, sizeof dxbuf);
-      unsigned char *y = ybuf + PAD + byte_off, *codes = cbuf + PAD + off, *dx = dxbuf + PAD + byte_off;
+      unsigned char *y = ybuf + PAD + byte_off, *codes = cbuf + PAD + off,
+                    *dx = dxbuf + PAD + byte_off;
       unswag_cpu_options scalar = {UNSWAG_PATH_SCALAR, 0};
       unswag_forward_advanced(op, dt, x, yref, cref, n, &scalar);
       unswag_backward_advanced(op, dt, x, cref, dxref, n, &scalar); /* x as dy */
@@ -186,8 +197,8 @@ static void check_tails(const unswag_op *op, unswag_dtype dt) {
         if ((dxbuf + i < dx || dxbuf + i >= dx + n * es) && dxbuf[i] != 0xA5) ok = 0;
       for (size_t i = 0; i < sizeof cbuf; ++i)
         if ((cbuf + i < codes || cbuf + i >= codes + cbytes) && cbuf[i] != 0xA5) ok = 0;
-      CHECK(ok, "tails: %s %s bits=%d n=%zu off=%d", unswag_activation_name(op->act),
-            DT_NAMES[dt], op->bits, n, off);
+      CHECK(ok, "tails: %s %s bits=%d n=%zu off=%d", unswag_activation_name(op->act), DT_NAMES[dt],
+            op->bits, n, off);
     }
   }
   free(xbuf);
@@ -227,8 +238,8 @@ int main(int argc, char **argv) {
     fill_inputs(dt, x, n, 1);
     if (dt == UNSWAG_F32) memcpy((float *)x + n32, SPECIALS, sizeof SPECIALS);
     for (int k = 0; k < nops; ++k) {
-      snprintf(what, sizeof what, "%s %s bits=%d", unswag_activation_name(ops[k].act),
-               DT_NAMES[d], ops[k].bits);
+      snprintf(what, sizeof what, "%s %s bits=%d", unswag_activation_name(ops[k].act), DT_NAMES[d],
+               ops[k].bits);
       check_op(&ops[k], dt, x, n, what);
       check_tails(&ops[k], dt);
       check_in_place(&ops[k], dt);
