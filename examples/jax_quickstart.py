@@ -17,7 +17,8 @@ g = jax.grad(lambda x: unswag_relu(x).sum())(x)
 assert (y == jax.nn.relu(x)).all() and (g == (x > 0)).all()
 
 # What is kept for the backward pass: a uint8 array of ceil(n * bits / 8) bytes.
-from jax.ad_checkpoint import print_saved_residuals  # noqa: E402
+from jax.ad_checkpoint import print_saved_residuals
+
 print_saved_residuals(lambda x: uj.silu(x, bits=4).sum(), jnp.ones((1024,)))
 
 print("FFI handlers:", uj.ffi_status())

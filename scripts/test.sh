@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test: the C suite built with gcc (with the CUDA part compiled
+# Runs every test: format and lint checks (scripts/lint.sh), the C suite built with gcc (with the CUDA part compiled
 # when nvcc is present), the same suite under ASan+UBSan, a clang build with
 # -Werror (these two with test_kernels in quick mode: the gcc run is the
 # exhaustive one), and the install + package-config checks. Installs what it needs.
@@ -17,6 +17,9 @@ if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
   else sudo apt-get update -qq && sudo apt-get install -y -qq "${need[@]}" >/dev/null; fi
 fi
+
+# 0. format + lint: seconds, so style slips fail before the long builds
+bash scripts/lint.sh
 
 run_suite() { # name, build dir, extra cmake args...
   local name=$1 dir=$2; shift 2

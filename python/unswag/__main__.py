@@ -54,14 +54,15 @@ def _devices() -> list:
                          ", ".join(str(d) for d in jax.devices()))
         except ImportError:
             lines.append("jax not installed")
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             lines.append(f"jax: {e}")
     return lines
 
 
 def info(out=sys.stdout) -> int:
-    from . import __version__, _native as N
-    p = lambda *a: print(*a, file=out)  # noqa: E731
+    from . import __version__
+    from . import _native as N
+    p = lambda *a: print(*a, file=out)
     p(f"unswag {__version__} (python {sys.version.split()[0]})")
     try:
         l = N.lib()

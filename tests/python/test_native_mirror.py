@@ -29,7 +29,7 @@ def _int_expr(expr, defines):
     """Value of an array size such as `UNSWAG_MAX_LEVELS - 1`."""
     expr = re.sub(r"\b[A-Z_][A-Z0-9_]*\b", lambda m: f"({defines[m[0]]})", expr)
     assert re.fullmatch(r"[\d\s()+\-*/]+", expr), expr
-    return int(eval(expr))  # noqa: S307 - digits and operators only (checked above)
+    return int(eval(expr))
 
 
 def _enums(text):

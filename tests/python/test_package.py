@@ -39,6 +39,6 @@ def test_info_cli():
     assert r.returncode == 0, r.stderr
     out = r.stdout
     import unswag
-    for word in (f"unswag {unswag.__version__}", "native library", "build:", "CUDA kernels", "devices:",
-                 "relu", "exact, 1 bit", "silu", "gated MLP"):
+    for word in (f"unswag {unswag.__version__}", "native library", "build:", "CUDA kernels",
+                 "devices:", "relu", "exact, 1 bit", "silu", "gated MLP"):
         assert word in out, word

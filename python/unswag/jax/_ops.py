@@ -33,7 +33,7 @@ class Spec(NamedTuple):
 
 # ---- codebooks ------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def builtin_codebook(act: str, bits: int):
     """(boundaries, levels, rms_error) of a built-in table: from libunswag
     when it loads, else from the shipped copy (_codebooks.py)."""
@@ -272,7 +272,7 @@ def gradient_error_bound(act, bits=DEFAULT_BITS, codebook=None, lo=-30.0, hi=30.
 
 def exact_derivative(act, x):
     """f'(x) in float64 numpy (for bounds and tests)."""
-    from math import sqrt, pi
+    from math import pi, sqrt
     x = np.asarray(x, np.float64)
     if act == "silu":
         s = 1.0 / (1.0 + np.exp(-x))

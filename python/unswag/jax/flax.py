@@ -52,15 +52,15 @@ class Activation(_nn.Module):
                    self.codebook, self.impl)(x)
 
 
-def ReLU(**kw):  # noqa: N802 - module factories named like classes
+def ReLU(**kw):
     return Activation("relu", **kw)
 
 
-def SiLU(bits=None, **kw):  # noqa: N802
+def SiLU(bits=None, **kw):
     return Activation("silu", bits=bits, **kw)
 
 
-def GELU(bits=None, approximate=False, **kw):  # noqa: N802
+def GELU(bits=None, approximate=False, **kw):
     return Activation("gelu_tanh" if approximate else "gelu", bits=bits, **kw)
 
 
@@ -78,4 +78,4 @@ if _nnx is not None:
         def __call__(self, x):
             return _ops.apply(x, self._spec)
 
-__all__ = ["Activation", "ReLU", "SiLU", "GELU", "NnxActivation"]
+__all__ = ["GELU", "Activation", "NnxActivation", "ReLU", "SiLU"]

@@ -13,6 +13,7 @@ from torch import Tensor
 from .._native import DEFAULT_BITS
 from . import ops  # noqa: F401  (registers torch.ops.unswag.*)
 
+
 def activation(x: Tensor, act: str, bits: int = 1, slope: float = 0.01, lo: float = -1.0,
                hi: float = 1.0) -> Tensor:
     """Generic entry: ``act`` is one of relu, leaky_relu, relu6, hardtanh, silu, gelu, gelu_tanh."""
