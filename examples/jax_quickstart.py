@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 
 import unswag.jax as uj
-from unswag import unswag_relu  # the seed's name for unswag.jax.relu
+from unswag import unswag_relu  # the package-level name of unswag.jax.relu
 
-# The seed's example, as written: exact forward, exact gradient, 1 bit kept.
+# relu through the package-level name: exact forward, exact gradient, 1 bit kept.
 x = jax.random.normal(jax.random.PRNGKey(0), (4, 8))
 y = unswag_relu(x)
 g = jax.grad(lambda x: unswag_relu(x).sum())(x)

@@ -6,7 +6,7 @@
  * Backward: dx = dy * level[code].  Exact for the relu family (1 bit);
  * an L2-optimal piecewise-constant approximation of f' for silu/gelu.
  *
- * Conventions (see docs/ and DESIGN.md):
+ * Conventions (see docs/design.md):
  *  - every call returns an unswag_status; UNSWAG_OK is 0;
  *  - on error no output byte is written;
  *  - tensors are raw pointers + element count + dtype; no call allocates,

@@ -1,6 +1,6 @@
 /*
  * Codebooks: exact derivatives, validation, the built-in tables and the L2
- * fitter (DESIGN.md section 1).
+ * fitter (docs/design.md section 1).
  *
  * The fitter approximates f' by a piecewise-constant q with m = 2^bits pieces,
  * minimising  sum over pieces of  integral (f' - q)^2 w.  On a grid of G equal

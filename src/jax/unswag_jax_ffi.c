@@ -18,7 +18,7 @@
  * Rows.  x is treated as rows of its last axis: `rows` = product of the
  * leading dims, each row gets its own ceil(len*bits/8) code bytes, so the
  * codes buffer holds rows * ceil(len*bits/8) bytes.  A rank-1 x is one row
- * (the layout of DESIGN.md section 2 for the flattened array); batched
+ * (the layout of docs/design.md section 2 for the flattened array); batched
  * calls under jax.vmap (vmap_method="broadcast_all") add leading axes and
  * keep each example's codes separate.  When len*bits is a multiple of 8
  * the rows are contiguous and one library call covers them all.
@@ -441,7 +441,7 @@ static XLA_FFI_Error *run_backward(XLA_FFI_CallFrame *f, const char *fn, bwd_cal
 /* ---- CPU handlers -------------------------------------------------------------------- */
 
 /* XLA:CPU runs its threads with denormals flushed (FTZ/DAZ on x86, FZ on
- * Arm).  The codes contract (DESIGN.md section 2) is IEEE: a subnormal x > 0
+ * Arm).  The codes contract (docs/design.md section 2) is IEEE: a subnormal x > 0
  * has code 1 and the same bytes as every other backend.  So the CPU handlers
  * run the kernels with the default floating-point environment and restore
  * XLA's afterwards. */

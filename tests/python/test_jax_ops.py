@@ -405,8 +405,8 @@ def test_shapes(shape, impl):
         jax.grad(lambda x: jax.nn.relu(x).sum())(x)))
 
 
-def test_seed_example():
-    """The seed's usage, as written."""
+def test_package_level_unswag_relu():
+    """`from unswag import unswag_relu`: the package-level name of unswag.jax.relu."""
     from unswag import unswag_relu
     x = jax.random.normal(jax.random.PRNGKey(0), (8, 128))
     y = unswag_relu(x)
