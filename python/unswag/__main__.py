@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+from typing import TextIO
 
 
 def _cuda_archs(path: str) -> str:
@@ -59,7 +60,7 @@ def _devices() -> list:
     return lines
 
 
-def info(out=sys.stdout) -> int:
+def info(out: TextIO = sys.stdout) -> int:
     from . import __version__
     from . import _native as N
     p = lambda *a: print(*a, file=out)
@@ -94,7 +95,7 @@ def info(out=sys.stdout) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m unswag")
     ap.add_argument("command", nargs="?", default="info", choices=["info"])
     args = ap.parse_args(argv)

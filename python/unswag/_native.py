@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+from typing import Iterator
 
 _LIB = None
 _LOAD_ERROR: str | None = None
@@ -40,7 +41,7 @@ class Op(ctypes.Structure):
                 ("codebook", ctypes.POINTER(Codebook))]
 
 
-def _candidates():
+def _candidates() -> Iterator[str]:
     env = os.environ.get("UNSWAG_LIBRARY")
     if env:
         yield env
@@ -52,7 +53,7 @@ def _candidates():
     yield from sorted(glob.glob(os.path.join(root, "build", "libunswag.so*")))
 
 
-def _declare(l):
+def _declare(l: ctypes.CDLL) -> None:
     c = ctypes
     vp, sz, i, st = c.c_void_p, c.c_size_t, c.c_int, c.c_int
     sigs = {
@@ -79,7 +80,7 @@ def _declare(l):
         f.argtypes, f.restype = args, res
 
 
-def lib():
+def lib() -> ctypes.CDLL:
     """The loaded library; raises UnswagError with a remedy if unavailable."""
     global _LIB, _LOAD_ERROR
     if _LIB is not None:

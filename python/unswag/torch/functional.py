@@ -53,7 +53,7 @@ def gated_act(g: Tensor, u: Tensor, act: str = "silu") -> Tensor:
     return torch.ops.unswag.gated_forward(g, u, act)
 
 
-def codebook(act: str, bits: int):
+def codebook(act: str, bits: int) -> tuple[Tensor, Tensor, float]:
     """The built-in codebook of a smooth activation: (boundaries, levels, rms_error)."""
     from .. import _native as N
     cb = N.builtin_codebook(act, bits)
