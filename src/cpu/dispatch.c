@@ -42,59 +42,53 @@ static unswag_status prepare(const unswag_op *op, unswag_dtype dtype, const void
 typedef struct {
   const unswag_cpu_kernels *k;
   unswag_kargs ka;
-  size_t es;               /* element size */
-  const uint8_t *in;       /* x or dy */
-  uint8_t *out;            /* y or dx */
-  uint8_t *codes_out;      /* forward */
-  const uint8_t *codes_in; /* backward */
+  size_t es;            /* element size */
+  const uint8_t *in;    /* x or dy */
+  uint8_t *out;         /* y or dx */
+  const uint8_t *codes; /* forward writes them: its caller passed them non-const */
 } act_call;
 
 static void forward_piece(void *ctx, size_t b, size_t e) {
   const act_call *c = (const act_call *)ctx;
   c->k->forward(&c->ka, c->in + b * c->es, c->out + b * c->es,
-                c->codes_out + b / 8 * (size_t)c->ka.bits, e - b);
+                (uint8_t *)c->codes + b / 8 * (size_t)c->ka.bits, e - b);
 }
 
 static void backward_piece(void *ctx, size_t b, size_t e) {
   const act_call *c = (const act_call *)ctx;
-  c->k->backward(&c->ka, c->in + b * c->es, c->codes_in + b / 8 * (size_t)c->ka.bits,
+  c->k->backward(&c->ka, c->in + b * c->es, c->codes + b / 8 * (size_t)c->ka.bits,
                  c->out + b * c->es, e - b);
 }
 
-static void run(const unswag_cpu_options *opts, unswag_piece_fn piece, act_call *c, size_t n) {
+/* Validates, then runs piece over [0, n) with the variant and threads the options ask for. */
+static unswag_status run(const unswag_op *op, unswag_dtype dtype, const void *in, void *out,
+                         const uint8_t *codes, size_t n, const unswag_cpu_options *opts,
+                         unswag_piece_fn piece) {
+  unswag_codebook cb;
+  act_call c;
+  unswag_status s = prepare(op, dtype, in, out, codes, n, opts, &cb, &c.ka);
+  if (s != UNSWAG_OK || n == 0) return s;
   const unswag_cpu_path path = opts ? opts->path : UNSWAG_PATH_AUTO;
-  c->k = path == UNSWAG_PATH_SCALAR ? &unswag_cpu_kernels_scalar : unswag_cpu_kernels_best();
-  c->es = unswag_dtype_size(c->ka.dtype);
-  unswag_cpu_parallel_for(n, unswag_cpu_thread_count(path, opts ? opts->num_threads : 0, n), piece,
-                          c);
+  c.k = path == UNSWAG_PATH_SCALAR ? &unswag_cpu_kernels_scalar : unswag_cpu_kernels_best();
+  c.es = unswag_dtype_size(dtype);
+  c.in = (const uint8_t *)in;
+  c.out = (uint8_t *)out;
+  c.codes = codes;
+  const int threads = unswag_cpu_thread_count(path, opts ? opts->num_threads : 0, n);
+  unswag_cpu_parallel_for(n, threads, piece, &c);
+  return UNSWAG_OK;
 }
 
 unswag_status unswag_forward_advanced(const unswag_op *op, unswag_dtype dtype, const void *x,
                                       void *y, uint8_t *codes, size_t n,
                                       const unswag_cpu_options *opts) {
-  unswag_codebook cb;
-  act_call c;
-  unswag_status s = prepare(op, dtype, x, y, codes, n, opts, &cb, &c.ka);
-  if (s != UNSWAG_OK || n == 0) return s;
-  c.in = (const uint8_t *)x;
-  c.out = (uint8_t *)y;
-  c.codes_out = codes;
-  run(opts, forward_piece, &c, n);
-  return UNSWAG_OK;
+  return run(op, dtype, x, y, codes, n, opts, forward_piece);
 }
 
 unswag_status unswag_backward_advanced(const unswag_op *op, unswag_dtype dtype, const void *dy,
                                        const uint8_t *codes, void *dx, size_t n,
                                        const unswag_cpu_options *opts) {
-  unswag_codebook cb;
-  act_call c;
-  unswag_status s = prepare(op, dtype, dy, dx, codes, n, opts, &cb, &c.ka);
-  if (s != UNSWAG_OK || n == 0) return s;
-  c.in = (const uint8_t *)dy;
-  c.out = (uint8_t *)dx;
-  c.codes_in = codes;
-  run(opts, backward_piece, &c, n);
-  return UNSWAG_OK;
+  return run(op, dtype, dy, dx, codes, n, opts, backward_piece);
 }
 
 unswag_status unswag_forward(const unswag_op *op, unswag_dtype dtype, const void *x, void *y,
