@@ -108,6 +108,7 @@ static struct {
   unsigned long gen;   /* counts posted jobs */
   job *open;           /* the job workers may join; NULL once the caller closed it */
   int active;          /* workers inside the current job */
+  int slots;           /* workers the open job may still take in (threads - 1 at first) */
   int workers, stop, tried;
   pthread_t tid[MAX_WORKERS];
 } pool = {.mu = PTHREAD_MUTEX_INITIALIZER,
@@ -123,7 +124,8 @@ static void *worker_main(void *arg) {
     if (pool.stop) break;
     seen = pool.gen;
     job *j = pool.open;
-    if (!j) continue; /* woke after the caller finished that job alone */
+    if (!j || pool.slots == 0) continue; /* the job is done or has its threads */
+    pool.slots--;
     pool.active++;
     pthread_mutex_unlock(&pool.mu);
     run_pieces(j);
@@ -142,7 +144,7 @@ static void after_fork_child(void) {
   pthread_cond_init(&pool.wake, NULL);
   pthread_cond_init(&pool.idle, NULL);
   pool.open = NULL;
-  pool.active = pool.workers = pool.stop = pool.tried = 0;
+  pool.active = pool.slots = pool.workers = pool.stop = pool.tried = 0;
   atomic_flag_clear(&busy);
 }
 
@@ -197,8 +199,9 @@ void unswag_cpu_parallel_for(size_t n, int threads, unswag_piece_fn fn, void *ct
   atomic_init(&j.next, 0);
   pthread_mutex_lock(&pool.mu);
   pool.open = &j;
+  pool.slots = threads - 1;
   pool.gen++;
-  /* wake as many workers as there are pieces besides the caller's */
+  /* wake one worker for each thread besides the caller */
   for (int i = 1; i < threads && i <= pool.workers; ++i) pthread_cond_signal(&pool.wake);
   pthread_mutex_unlock(&pool.mu);
   run_pieces(&j);
