@@ -107,12 +107,9 @@ static void normal_piece(void *ctx, size_t b, size_t e) {
     float v = 0.0f;
     for (int k = 0; k < 4; ++k) v += (float)((z >> (16 * k)) & 0xFFFF) * (1.0f / 65536.0f);
     v = (v - 2.0f) * 1.7320508f; /* variance 4/12 -> 1 */
-    if (s->dt == UNSWAG_F32)
-      ((float *)s->dst)[i] = v;
-    else if (s->dt == UNSWAG_F16)
-      ((uint16_t *)s->dst)[i] = unswag_f32_to_f16(v);
-    else
-      ((uint16_t *)s->dst)[i] = unswag_f32_to_bf16(v);
+    if (s->dt == UNSWAG_F32) ((float *)s->dst)[i] = v;
+    else if (s->dt == UNSWAG_F16) ((uint16_t *)s->dst)[i] = unswag_f32_to_f16(v);
+    else ((uint16_t *)s->dst)[i] = unswag_f32_to_bf16(v);
   }
 }
 
@@ -137,8 +134,7 @@ typedef struct {
 
 static void call_kernel(bench_ctx *c, const unswag_op *op, unswag_dtype dt, int dir,
                         const unswag_cpu_options *opts) {
-  if (dir == 0)
-    check(unswag_forward_advanced(op, dt, c->x, c->y, c->codes, c->n, opts), "forward");
+  if (dir == 0) check(unswag_forward_advanced(op, dt, c->x, c->y, c->codes, c->n, opts), "forward");
   else /* reads the codes and dy = y that the forward left */
     check(unswag_backward_advanced(op, dt, c->y, c->codes, c->dx, c->n, opts), "backward");
 }
@@ -184,12 +180,9 @@ static void cpu_model(char *out, size_t cap) {
       if (!p) continue;
       char *v = p + 1 + strspn(p + 1, " \t");
       v[strcspn(v, "\n")] = 0;
-      if (!strncmp(line, "model name", 10))
-        snprintf(name, sizeof name, "%s", v);
-      else if (!strncmp(line, "cpu family", 10))
-        snprintf(fam, sizeof fam, "%s", v);
-      else if (!strncmp(line, "model\t", 6))
-        snprintf(mod, sizeof mod, "%s", v);
+      if (!strncmp(line, "model name", 10)) snprintf(name, sizeof name, "%s", v);
+      else if (!strncmp(line, "cpu family", 10)) snprintf(fam, sizeof fam, "%s", v);
+      else if (!strncmp(line, "model\t", 6)) snprintf(mod, sizeof mod, "%s", v);
       if (line[0] == '\n' || !strncmp(line, "power management", 16)) break; /* first CPU */
     }
     fclose(f);

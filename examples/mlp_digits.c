@@ -99,10 +99,8 @@ static void load_digits(const char *path) {
         fprintf(stderr, "mlp_digits: %s: bad value at row %d, column %d\n", path, r + 1, c + 1);
         exit(1);
       }
-      if (c < N_IN)
-        g_x[r][c] = (float)v / 16.0f; /* pixel counts 0..16 -> [0, 1] */
-      else
-        g_y[r] = v;
+      if (c < N_IN) g_x[r][c] = (float)v / 16.0f; /* pixel counts 0..16 -> [0, 1] */
+      else g_y[r] = v;
     }
   }
   int extra;

@@ -325,10 +325,8 @@ static unswag_status run_fit(unswag_derivative_fn deriv, void *user, int bits, c
                              unswag_codebook *cb) {
   size_t g = p->g;
   fit_ctx c = {deriv, user, p->o.hist_counts ? 0.0 : 1.0 / p->sigma, 0, 0, 0};
-  if (p->o.hist_counts)
-    histogram_moments(&c, &p->o, p->total, p->lo, p->h, g, cell);
-  else
-    normal_moments(&c, p->lo, p->h, g, p->sigma, cell);
+  if (p->o.hist_counts) histogram_moments(&c, &p->o, p->total, p->lo, p->h, g, cell);
+  else normal_moments(&c, p->lo, p->h, g, p->sigma, cell);
   if (c.bad)
     return unswag_fail(UNSWAG_ERR_BAD_PARAM, "codebook_fit: deriv(%.17g) returned %g", c.bad_x,
                        c.bad_v);
@@ -398,8 +396,7 @@ unswag_status unswag_codebook_fit(unswag_derivative_fn deriv, void *user, int bi
   if (!cell || !pre || !arg || !cuts)
     st = unswag_fail(UNSWAG_ERR_NO_MEMORY,
                      "codebook_fit: cannot allocate scratch for %zu cells x %d pieces", g, p.m);
-  else
-    st = run_fit(deriv, user, bits, &p, cell, pre, arg, cuts, &cb);
+  else st = run_fit(deriv, user, bits, &p, cell, pre, arg, cuts, &cb);
   free(cell);
   free(pre);
   free(arg);

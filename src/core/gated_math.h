@@ -106,12 +106,9 @@ UNSWAG_HD float us_gated_act_f32(int act, float x) {
 /* act'(x); NaN for x = +-Inf and NaN */
 UNSWAG_HD float us_gated_grad_f32(int act, float x) {
   float d;
-  if (act == UNSWAG_SILU)
-    d = us_silu_grad_f32(x);
-  else if (act == UNSWAG_GELU)
-    d = us_gelu_grad_f32(x);
-  else
-    d = us_gelu_tanh_grad_f32(x);
+  if (act == UNSWAG_SILU) d = us_silu_grad_f32(x);
+  else if (act == UNSWAG_GELU) d = us_gelu_grad_f32(x);
+  else d = us_gelu_tanh_grad_f32(x);
   return us_is_inf_f32(x) ? us_qnan_f32() : d;
 }
 
@@ -151,12 +148,9 @@ UNSWAG_HD double us_gated_act_f64(int act, double x) {
 /* x is an fp32 value (Inf checked in float) */
 UNSWAG_HD double us_gated_grad_f64(int act, float x) {
   double d;
-  if (act == UNSWAG_SILU)
-    d = us_silu_grad_f64(x);
-  else if (act == UNSWAG_GELU)
-    d = us_gelu_grad_f64(x);
-  else
-    d = us_gelu_tanh_grad_f64(x);
+  if (act == UNSWAG_SILU) d = us_silu_grad_f64(x);
+  else if (act == UNSWAG_GELU) d = us_gelu_grad_f64(x);
+  else d = us_gelu_tanh_grad_f64(x);
   return us_is_inf_f32(x) ? (double)us_qnan_f32() : d;
 }
 

@@ -65,9 +65,10 @@ ALWAYS_INLINE size_t forward8(const uint16_t *tab, const float *b, const int bit
 }
 
 /* bf16 and fp16 smooth backward at 1, 2 or 4 bits, 8 elements a step: the 8
- * codes come from one little-endian word and their levels from one or two permutes, which gcc does not find for lv[c[i]].  The product
- * and its rounding are the scalar path's IEEE operations (us_f32_to_bf16 spelled in
- * vector form; for fp16 the F16C round-to-nearest-even conversion, NaN made canonical).
+ * codes come from one little-endian word and their levels from one or two
+ * permutes, which gcc does not find for lv[c[i]].  The product and its rounding
+ * are the scalar path's IEEE operations (us_f32_to_bf16 spelled in vector form;
+ * for fp16 the F16C round-to-nearest-even conversion, NaN made canonical).
  * Returns how many elements it did (a multiple of 8). */
 ALWAYS_INLINE size_t backward8(const float *lv, const int bits, const int dt, const uint8_t *dy,
                                const uint8_t *codes, uint8_t *dx, size_t n) {

@@ -22,12 +22,9 @@ static void fill(uint16_t *t, unswag_activation act, unswag_dtype dtype) {
     const uint16_t h = (uint16_t)i;
     const float x = bf ? us_bf16_to_f32(h) : us_f16_to_f32(h);
     float y;
-    if (act == UNSWAG_SILU)
-      y = us_silu_f32(x);
-    else if (act == UNSWAG_GELU)
-      y = us_gelu_f32(x);
-    else
-      y = us_gelu_tanh_f32(x);
+    if (act == UNSWAG_SILU) y = us_silu_f32(x);
+    else if (act == UNSWAG_GELU) y = us_gelu_f32(x);
+    else y = us_gelu_tanh_f32(x);
     t[i] = bf ? us_f32_to_bf16(y) : us_f32_to_f16(y);
   }
 }

@@ -13,12 +13,9 @@ static double f32_value(uint32_t u) {
 static double f16_value(uint32_t h) {
   int s = (h >> 15) & 1, e = (h >> 10) & 31, m = h & 1023;
   double v;
-  if (e == 31)
-    v = m ? NAN : INFINITY;
-  else if (e == 0)
-    v = ldexp(m, -24);
-  else
-    v = ldexp(1024 + m, e - 25);
+  if (e == 31) v = m ? NAN : INFINITY;
+  else if (e == 0) v = ldexp(m, -24);
+  else v = ldexp(1024 + m, e - 25);
   return s ? -v : v;
 }
 
@@ -70,12 +67,9 @@ static uint32_t encode(unswag_dtype dt, double r) {
 
 uint32_t ref_round_bits(unswag_dtype dt, double v) {
   double r;
-  if (dt == UNSWAG_F32)
-    r = round_format(v, 24, -126, 3.4028234663852886e38);
-  else if (dt == UNSWAG_F16)
-    r = round_format(v, 11, -14, 65504.0);
-  else
-    r = round_format(v, 8, -126, 3.3895313892515355e38);
+  if (dt == UNSWAG_F32) r = round_format(v, 24, -126, 3.4028234663852886e38);
+  else if (dt == UNSWAG_F16) r = round_format(v, 11, -14, 65504.0);
+  else r = round_format(v, 8, -126, 3.3895313892515355e38);
   return encode(dt, r);
 }
 

@@ -128,10 +128,8 @@ static double grad_zero(unswag_activation act) {
   double lo = act == UNSWAG_SILU ? -2.0 : -1.0, hi = act == UNSWAG_SILU ? -1.0 : -0.5;
   for (int i = 0; i < 200; ++i) {
     double mid = 0.5 * (lo + hi);
-    if (ref_grad(act, mid) < 0)
-      lo = mid;
-    else
-      hi = mid;
+    if (ref_grad(act, mid) < 0) lo = mid;
+    else hi = mid;
   }
   return 0.5 * (lo + hi);
 }

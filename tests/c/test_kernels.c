@@ -57,12 +57,9 @@ static void fill_inputs(unswag_dtype dt, void *x, size_t n, int exhaustive) {
     }
     float f;
     uint32_t u = (uint32_t)rng();
-    if (i % 3 == 0)
-      memcpy(&f, &u, 4); /* any bit pattern */
-    else if (i % 3 == 1)
-      f = (float)(3 * rng_normal()); /* typical values */
-    else
-      f = (float)(20 * rng_normal()); /* tails */
+    if (i % 3 == 0) memcpy(&f, &u, 4);                  /* any bit pattern */
+    else if (i % 3 == 1) f = (float)(3 * rng_normal()); /* typical values */
+    else f = (float)(20 * rng_normal());                /* tails */
     memcpy((char *)x + 4 * i, &f, 4);
   }
 }
@@ -81,10 +78,8 @@ static void check_op(const unswag_op *op, unswag_dtype dt, const void *x, size_t
   size_t cbytes;
   unswag_code_bytes(n, op->bits, &cbytes);
   unswag_codebook cb;
-  if (!unswag_activation_is_exact(op->act))
-    unswag_codebook_builtin(op->act, op->bits, &cb);
-  else
-    cb.bits = 1;
+  if (!unswag_activation_is_exact(op->act)) unswag_codebook_builtin(op->act, op->bits, &cb);
+  else cb.bits = 1;
 
   static const unswag_cpu_path paths[] = {UNSWAG_PATH_SCALAR, UNSWAG_PATH_VECTOR,
                                           UNSWAG_PATH_THREADED};
