@@ -1,22 +1,30 @@
-/* The CPU thread pool shared by every CPU kernel.
+/* The CPU parallel-for shared by every CPU kernel.
  *
- * Why not OpenMP: libgomp's workers busy-wait after each parallel region
- * (OMP_WAIT_POLICY is read once, at its start, so a library cannot change
- * it), which slowed the C tests 30x on 2 cores and steals the cores of the
- * PyTorch or JAX process that calls us.  Here idle workers sleep on a
- * condition variable; the caller always works on the call itself, and
- * pieces are claimed from an atomic counter, so a worker that wakes late
- * delays nothing: the caller takes its pieces. */
+ * The library starts no spinning threads.  libgomp's workers busy-wait after
+ * each parallel region (OMP_WAIT_POLICY is read once, at its start, so a
+ * library cannot change it), which slowed the C tests 30x on 2 cores and takes
+ * cores from the process that calls us.  So a call runs on:
+ *  - the process's OpenMP runtime when one is already loaded (PyTorch's: its
+ *    team is awake after torch's own ops and shares the cores with them; a
+ *    pool of ours would wait for cores those threads hold), with at most
+ *    omp_get_max_threads() threads (torch.set_num_threads);
+ *  - otherwise the library's own pool, whose idle workers sleep on a condition
+ *    variable (plain C programs, JAX).
+ * Either way the caller works on the call itself and pieces are claimed from
+ * an atomic counter, so a thread that starts late delays nothing: the caller
+ * takes its pieces. */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "parallel.h"
 
 #include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
 #include <unistd.h>
 #if defined(__linux__)
 #include <sched.h>
 #endif
 #ifdef UNSWAG_HAVE_PTHREADS
+#include <dlfcn.h>
 #include <pthread.h>
 #include <signal.h>
 #endif
@@ -136,6 +144,10 @@ static void *worker_main(void *arg) {
   return NULL;
 }
 
+/* 1 in a forked child: GNU OpenMP hangs in a child whose parent ran a team, so
+ * the child uses the library's own pool (as PyTorch drops to one thread there). */
+static int forked_child;
+
 /* fork: the child has none of the workers; it starts a fresh pool on demand. */
 static void before_fork(void) { pthread_mutex_lock(&pool.mu); }
 static void after_fork_parent(void) { pthread_mutex_unlock(&pool.mu); }
@@ -145,6 +157,7 @@ static void after_fork_child(void) {
   pthread_cond_init(&pool.idle, NULL);
   pool.open = NULL;
   pool.active = pool.slots = pool.workers = pool.stop = pool.tried = 0;
+  forked_child = 1;
   atomic_flag_clear(&busy);
 }
 
@@ -165,9 +178,6 @@ static int start_workers(void) {
   pool.tried = 1;
   int want = unswag_cpu_cores() - 1;
   if (want > MAX_WORKERS) want = MAX_WORKERS;
-  static int atfork_done;
-  if (!atfork_done)
-    atfork_done = pthread_atfork(before_fork, after_fork_parent, after_fork_child) == 0;
   /* workers take no signals: the caller's threads handle them */
   sigset_t all, old;
   sigfillset(&all);
@@ -181,15 +191,36 @@ static int start_workers(void) {
   return pool.workers;
 }
 
+/* The OpenMP runtime of the process, if one is loaded (looked up until found). */
+typedef struct {
+  void (*parallel)(void (*fn)(void *), void *data, unsigned threads, unsigned flags);
+  int (*in_parallel)(void);
+  int (*max_threads)(void);
+} host_omp;
+
+static const host_omp *find_host_omp(void) {
+  static host_omp h;
+  static atomic_int found; /* 1 once h is filled in */
+  if (atomic_load_explicit(&found, memory_order_acquire)) return &h;
+  /* GOMP_parallel: libgomp's entry, also provided by LLVM's and Intel's runtimes */
+  void *p = dlsym(RTLD_DEFAULT, "GOMP_parallel");
+  void *in = dlsym(RTLD_DEFAULT, "omp_in_parallel");
+  void *mx = dlsym(RTLD_DEFAULT, "omp_get_max_threads");
+  if (!p || !in || !mx) return NULL;
+  /* function pointers from dlsym: converted through memcpy (ISO C has no cast) */
+  memcpy(&h.parallel, &p, sizeof p);
+  memcpy(&h.in_parallel, &in, sizeof in);
+  memcpy(&h.max_threads, &mx, sizeof mx);
+  atomic_store_explicit(&found, 1, memory_order_release);
+  return &h;
+}
+
+static void host_member(void *j) { run_pieces((job *)j); }
+
 void unswag_cpu_parallel_for(size_t n, int threads, unswag_piece_fn fn, void *ctx) {
   if (n == 0) return;
   if (threads <= 1 || atomic_flag_test_and_set_explicit(&busy, memory_order_acquire)) {
     fn(ctx, 0, n); /* one thread asked for, or another call holds the pool */
-    return;
-  }
-  if (start_workers() == 0) {
-    atomic_flag_clear_explicit(&busy, memory_order_release);
-    fn(ctx, 0, n);
     return;
   }
   size_t pieces = n / MIN_PIECE;
@@ -197,6 +228,18 @@ void unswag_cpu_parallel_for(size_t n, int threads, unswag_piece_fn fn, void *ct
   if (pieces < (size_t)threads) pieces = (size_t)threads;
   job j = {.fn = fn, .ctx = ctx, .n = n, .pieces = (int)pieces};
   atomic_init(&j.next, 0);
+  static int atfork_done; /* set with `busy` held */
+  if (!atfork_done)
+    atfork_done = pthread_atfork(before_fork, after_fork_parent, after_fork_child) == 0;
+  const host_omp *omp = forked_child ? NULL : find_host_omp();
+  if (omp || start_workers() == 0) {
+    /* the host's team (never nested in one of its regions), or no pool at all */
+    const int t = omp && !omp->in_parallel() ? omp->max_threads() : 1;
+    if (t > 1) omp->parallel(host_member, &j, (unsigned)(t < threads ? t : threads), 0);
+    else run_pieces(&j);
+    atomic_flag_clear_explicit(&busy, memory_order_release);
+    return;
+  }
   pthread_mutex_lock(&pool.mu);
   pool.open = &j;
   pool.slots = threads - 1;

@@ -1,6 +1,9 @@
-/* The CPU thread pool (src/cpu/parallel.c):
+/* The CPU parallel-for (src/cpu/parallel.c), on the library's own pool or,
+ * built as test_parallel_omp (OpenMP linked, so a runtime is in the process),
+ * on the process's OpenMP team:
  *  - unswag_cpu_parallel_for covers [0, n) exactly once, in pieces that start
- *    on multiples of 64, for every thread count;
+ *    on multiples of 64, for every thread count (test_parallel_omp: every
+ *    piece inside the OpenMP team when 2 or more threads are available);
  *  - several threads calling the library at once get the scalar path's bytes;
  *  - a child forked after the pool started runs threaded calls (no hang). */
 #define _POSIX_C_SOURCE 200809L
@@ -9,18 +12,24 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include "check.h"
 #include "parallel.h"
 #include "unswag.h"
 
 typedef struct {
   unsigned char *hits;
-  int bad_start;
+  int bad_start, outside_team;
 } cover;
 
 static void mark(void *ctx, size_t b, size_t e) {
   cover *c = (cover *)ctx;
   if (b % 64) c->bad_start = 1; /* distinct pieces never write the same flag */
+#ifdef _OPENMP
+  if (!omp_in_parallel()) c->outside_team = 1;
+#endif
   for (size_t i = b; i < e; ++i) c->hits[i]++;
 }
 
@@ -29,12 +38,17 @@ static void check_cover(void) {
   for (size_t k = 0; k < sizeof sizes / sizeof *sizes; ++k) {
     for (int t = 1; t <= 9; ++t) {
       const size_t n = sizes[k];
-      cover c = {calloc(n, 1), 0};
+      cover c = {calloc(n, 1), 0, 0};
       unswag_cpu_parallel_for(n, t, mark, &c);
       size_t wrong = 0;
       for (size_t i = 0; i < n; ++i) wrong += c.hits[i] != 1;
       CHECK(wrong == 0 && !c.bad_start, "parallel_for n=%zu threads=%d: %zu elements not done once",
             n, t, wrong);
+#ifdef _OPENMP
+      const int team = t > 1 && unswag_cpu_cores() > 1 && omp_get_max_threads() > 1;
+      CHECK(!team || !c.outside_team, "n=%zu threads=%d: a piece ran outside the OpenMP team", n,
+            t);
+#endif
       free(c.hits);
     }
   }
