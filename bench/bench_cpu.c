@@ -12,8 +12,8 @@
  *   backward: read n*es (dy) + code bytes, write n*es (dx)
  * memcpy of B bytes moves 2B (read + write).  The kernels run on the
  * default path (UNSWAG_PATH_AUTO: vectorised, threaded over all cores); the
- * memcpy baseline is split over the same number of threads (OpenMP), on a
- * buffer of n*es bytes, i.e. the size of the kernel's input.  Every buffer
+ * memcpy baseline is split over the same number of threads (the library's
+ * thread pool), on a buffer of n*es bytes, i.e. the size of the kernel's input.  Every buffer
  * is first touched by the threads that later use it.  memcpy and kernel
  * alternate, one repetition each, so both see the same state of a shared
  * machine.  GB/s figures are medians of the repetitions; ratio is the median
@@ -29,10 +29,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
+#include "parallel.h" /* the library's thread pool (src/cpu, linked statically) */
 #include "unswag.h"
 
 /* ---- timing and helpers ---------------------------------------------------------- */
@@ -70,68 +67,55 @@ static void check(unswag_status s, const char *what) {
   }
 }
 
-static int num_procs(void) {
-#ifdef _OPENMP
-  return omp_get_num_procs(); /* what the library's threaded path uses */
-#else
-  return 1;
-#endif
+/* The buffers of a parallel memcpy / memset / fill, split by the library's
+ * own parallel-for (the pool the kernels use). */
+typedef struct {
+  void *dst;
+  const void *src;
+  unswag_dtype dt;
+} span;
+
+static void copy_piece(void *ctx, size_t b, size_t e) {
+  const span *s = (const span *)ctx;
+  memcpy((char *)s->dst + b, (const char *)s->src + b, e - b);
 }
 
-/* [begin, end) of piece i of t over `bytes`, 64-byte aligned */
-static void piece(size_t bytes, int t, int i, size_t *b, size_t *e) {
-  size_t per = (bytes + (size_t)t - 1) / (size_t)t;
-  per = (per + 63) / 64 * 64;
-  *b = per * (size_t)i < bytes ? per * (size_t)i : bytes;
-  *e = *b + per < bytes ? *b + per : bytes;
+static void zero_piece(void *ctx, size_t b, size_t e) {
+  memset((char *)((const span *)ctx)->dst + b, 0, e - b);
 }
 
 /* memcpy of `bytes`, split over t threads */
 static void par_memcpy(void *dst, const void *src, size_t bytes, int t) {
-  if (t <= 1) {
-    memcpy(dst, src, bytes);
-    return;
-  }
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(t) schedule(static, 1)
-#endif
-  for (int i = 0; i < t; ++i) {
-    size_t b, e;
-    piece(bytes, t, i, &b, &e);
-    if (e > b) memcpy((char *)dst + b, (const char *)src + b, e - b);
-  }
+  span s = {dst, src, UNSWAG_F32};
+  unswag_cpu_parallel_for(bytes, t, copy_piece, &s);
 }
 
 /* first touch: each thread writes the part it will later work on */
 static void par_touch(void *p, size_t bytes, int t) {
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(t) schedule(static, 1)
-#endif
-  for (int i = 0; i < t; ++i) {
-    size_t b, e;
-    piece(bytes, t, i, &b, &e);
-    if (e > b) memset((char *)p + b, 0, e - b);
-  }
+  span s = {p, NULL, UNSWAG_F32};
+  unswag_cpu_parallel_for(bytes, t, zero_piece, &s);
 }
 
-/* x: roughly standard normal values (sum of 4 uniforms, scaled) in dtype */
-static void fill_normal(void *x, unswag_dtype dt, size_t n, int t) {
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(t) schedule(static)
-#endif
-  for (long long ii = 0; ii < (long long)n; ++ii) {
-    size_t i = (size_t)ii;
+/* x[i]: roughly standard normal values (sum of 4 uniforms, scaled) in dtype */
+static void normal_piece(void *ctx, size_t b, size_t e) {
+  const span *s = (const span *)ctx;
+  for (size_t i = b; i < e; ++i) {
     uint64_t z = (uint64_t)i * 0x9E3779B97F4A7C15ull + 0x1234567ull;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     z ^= z >> 31;
-    float s = 0.0f;
-    for (int k = 0; k < 4; ++k) s += (float)((z >> (16 * k)) & 0xFFFF) * (1.0f / 65536.0f);
-    float v = (s - 2.0f) * 1.7320508f; /* variance 4/12 -> 1 */
-    if (dt == UNSWAG_F32) ((float *)x)[i] = v;
-    else if (dt == UNSWAG_F16) ((uint16_t *)x)[i] = unswag_f32_to_f16(v);
-    else ((uint16_t *)x)[i] = unswag_f32_to_bf16(v);
+    float v = 0.0f;
+    for (int k = 0; k < 4; ++k) v += (float)((z >> (16 * k)) & 0xFFFF) * (1.0f / 65536.0f);
+    v = (v - 2.0f) * 1.7320508f; /* variance 4/12 -> 1 */
+    if (s->dt == UNSWAG_F32) ((float *)s->dst)[i] = v;
+    else if (s->dt == UNSWAG_F16) ((uint16_t *)s->dst)[i] = unswag_f32_to_f16(v);
+    else ((uint16_t *)s->dst)[i] = unswag_f32_to_bf16(v);
   }
+}
+
+static void fill_normal(void *x, unswag_dtype dt, size_t n, int t) {
+  span s = {x, NULL, dt};
+  unswag_cpu_parallel_for(n, t, normal_piece, &s);
 }
 
 /* ---- measurements ------------------------------------------------------------------- */
@@ -150,8 +134,7 @@ typedef struct {
 
 static void call_kernel(bench_ctx *c, const unswag_op *op, unswag_dtype dt, int dir,
                         const unswag_cpu_options *opts) {
-  if (dir == 0)
-    check(unswag_forward_advanced(op, dt, c->x, c->y, c->codes, c->n, opts), "forward");
+  if (dir == 0) check(unswag_forward_advanced(op, dt, c->x, c->y, c->codes, c->n, opts), "forward");
   else /* reads the codes and dy = y that the forward left */
     check(unswag_backward_advanced(op, dt, c->y, c->codes, c->dx, c->n, opts), "backward");
 }
@@ -258,7 +241,7 @@ int main(int argc, char **argv) {
   bench_ctx c = {0};
   c.n = n;
   c.reps = reps;
-  c.threads = num_procs();
+  c.threads = unswag_cpu_cores(); /* what the library's threaded path uses */
   const size_t max_bytes = n * 4;
   c.x = alloc_or_die(max_bytes);
   c.y = alloc_or_die(max_bytes);
@@ -281,10 +264,12 @@ int main(int argc, char **argv) {
   printf("  compiler  %s (this harness)\n", __VERSION__);
 #endif
   printf("  n         %zu elements; median of %d runs after a warm-up; GB = 1e9 bytes\n", n, reps);
-  printf("  ratio     median over runs of kernel GB/s / memcpy GB/s, the two timed\n"
-         "            alternately (memcpy, kernel, memcpy, kernel, ...)\n");
-  printf("  bytes     fwd: read n*es, write n*es + codes; bwd: read n*es + codes, write n*es;\n"
-         "            memcpy of n*es bytes counts 2*n*es; same thread count for both\n");
+  printf(
+      "  ratio     median over runs of kernel GB/s / memcpy GB/s, the two timed\n"
+      "            alternately (memcpy, kernel, memcpy, kernel, ...)\n");
+  printf(
+      "  bytes     fwd: read n*es, write n*es + codes; bwd: read n*es + codes, write n*es;\n"
+      "            memcpy of n*es bytes counts 2*n*es; same thread count for both\n");
   printf("  path      UNSWAG_PATH_AUTO (vectorised + threaded), except the last row\n");
   char load[128];
   loadavg(load, sizeof load);
@@ -301,10 +286,10 @@ int main(int argc, char **argv) {
   const int ncases = (int)(sizeof cases / sizeof cases[0]);
   const unswag_dtype dts[3] = {UNSWAG_F32, UNSWAG_F16, UNSWAG_BF16};
 
-  printf("%-5s %-10s %2s  %9s %9s %6s  %9s %9s %6s\n", "dtype", "act", "k", "memcpy",
-         "fwd GB/s", "ratio", "memcpy", "bwd GB/s", "ratio");
-  printf("%-5s %-10s %2s  %9s %9s %6s  %9s %9s %6s\n", "-----", "----------", "--",
-         "---------", "---------", "------", "---------", "---------", "------");
+  printf("%-5s %-10s %2s  %9s %9s %6s  %9s %9s %6s\n", "dtype", "act", "k", "memcpy", "fwd GB/s",
+         "ratio", "memcpy", "bwd GB/s", "ratio");
+  printf("%-5s %-10s %2s  %9s %9s %6s  %9s %9s %6s\n", "-----", "----------", "--", "---------",
+         "---------", "------", "---------", "---------", "------");
   unswag_cpu_options autopath = {UNSWAG_PATH_AUTO, 0};
   for (int d = 0; d < 3; ++d) {
     const unswag_dtype dt = dts[d];
@@ -328,10 +313,11 @@ int main(int argc, char **argv) {
     fill_normal(c.x, dt, n, c.threads);
     result f = measure(&c, &op, dt, 0, &vec1, 1);
     result b = measure(&c, &op, dt, 1, &vec1, 1);
-    printf("%-5s %-10s %2d  %9.2f %9.2f %6.2f  %9.2f %9.2f %6.2f   <- 1 thread: VECTOR path, "
-           "1-thread memcpy\n",
-           "bf16", "silu", 2, f.memcpy_gbs, f.kernel_gbs, f.ratio, b.memcpy_gbs, b.kernel_gbs,
-           b.ratio);
+    printf(
+        "%-5s %-10s %2d  %9.2f %9.2f %6.2f  %9.2f %9.2f %6.2f   <- 1 thread: VECTOR path, "
+        "1-thread memcpy\n",
+        "bf16", "silu", 2, f.memcpy_gbs, f.kernel_gbs, f.ratio, b.memcpy_gbs, b.kernel_gbs,
+        b.ratio);
   }
   loadavg(load, sizeof load);
   printf("\nloadavg at end: %s\n", load);

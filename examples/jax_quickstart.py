@@ -8,16 +8,17 @@ import jax
 import jax.numpy as jnp
 
 import unswag.jax as uj
-from unswag import unswag_relu  # the seed's name for unswag.jax.relu
+from unswag import unswag_relu  # the package-level name of unswag.jax.relu
 
-# The seed's example, as written: exact forward, exact gradient, 1 bit kept.
+# relu through the package-level name: exact forward, exact gradient, 1 bit kept.
 x = jax.random.normal(jax.random.PRNGKey(0), (4, 8))
 y = unswag_relu(x)
 g = jax.grad(lambda x: unswag_relu(x).sum())(x)
 assert (y == jax.nn.relu(x)).all() and (g == (x > 0)).all()
 
 # What is kept for the backward pass: a uint8 array of ceil(n * bits / 8) bytes.
-from jax.ad_checkpoint import print_saved_residuals  # noqa: E402
+from jax.ad_checkpoint import print_saved_residuals
+
 print_saved_residuals(lambda x: uj.silu(x, bits=4).sum(), jnp.ones((1024,)))
 
 print("FFI handlers:", uj.ffi_status())

@@ -134,9 +134,9 @@ typedef struct {
 } layer;
 
 typedef struct {
-  const char *name;  /* "relu fp32", "silu UnSwag k=2", ... */
+  const char *name; /* "relu fp32", "silu UnSwag k=2", ... */
   unswag_activation act;
-  int use_unswag;    /* 0: keep fp32 pre-activation; 1: keep k-bit codes */
+  int use_unswag; /* 0: keep fp32 pre-activation; 1: keep k-bit codes */
   unswag_op op;
   layer l[3];
   uint64_t shuffle_rng;
@@ -151,7 +151,7 @@ typedef struct {
   size_t kept_bytes; /* what the two activations keep for backward, per step */
   float *grad0;      /* all parameter gradients of the first step */
   size_t n_params;
-  double loss, acc;  /* last epoch */
+  double loss, acc; /* last epoch */
 } run;
 
 static void layer_init(layer *L, int in, int out, uint64_t *rng) {
@@ -413,16 +413,18 @@ int main(int argc, char **argv) {
   load_digits(path);
 
   printf("UnSwag %s - MLP on the UCI handwritten digits (pure C)\n", unswag_version_string());
-  printf("  data: %s, %d images 8x8, shuffled with a fixed seed, then %d train / %d test\n",
-         path, N_ALL, N_TRAIN, N_TEST);
-  printf("  model: %d -> %d -> act -> %d -> act -> %d, softmax cross-entropy\n", N_IN, N_HID,
-         N_HID, N_OUT);
-  printf("  SGD: batch %d, lr %.3g, momentum %.2g, %d epochs, seed %u; every pair of runs\n"
-         "  starts from the same weights and sees the same minibatches\n",
-         BATCH, (double)LR, (double)MOMENTUM, epochs, SEED);
+  printf("  data: %s, %d images 8x8, shuffled with a fixed seed, then %d train / %d test\n", path,
+         N_ALL, N_TRAIN, N_TEST);
+  printf("  model: %d -> %d -> act -> %d -> act -> %d, softmax cross-entropy\n", N_IN, N_HID, N_HID,
+         N_OUT);
+  printf(
+      "  SGD: batch %d, lr %.3g, momentum %.2g, %d epochs, seed %u; every pair of runs\n"
+      "  starts from the same weights and sees the same minibatches\n",
+      BATCH, (double)LR, (double)MOMENTUM, epochs, SEED);
   printf("  forward: fp32, computed exactly through unswag_forward in every run\n");
-  printf("  backward: fp32 runs keep the fp32 pre-activation and use the exact f';\n"
-         "            UnSwag runs keep only the packed code and call unswag_backward\n");
+  printf(
+      "  backward: fp32 runs keep the fp32 pre-activation and use the exact f';\n"
+      "            UnSwag runs keep only the packed code and call unswag_backward\n");
   printf("  relu 1-bit is exact: its gradients must be bitwise equal to the fp32 run's.\n");
   printf("  silu/gelu k=2 are approximate: f' is replaced by a 4-level step function:\n");
   print_codebook(UNSWAG_SILU, 2);
@@ -448,10 +450,11 @@ int main(int argc, char **argv) {
       full->acc = test_accuracy(full);
       us->acc = test_accuracy(us);
       const char *tag = p == 0 ? "1-bit" : "k=2  ";
-      printf("[epoch %2d/%d] %-4s  fp32: loss %.6f  test %6.2f%%  |  UnSwag %s: loss %.6f  "
-             "test %6.2f%%",
-             e + 1, epochs, unswag_activation_name(full->act), full->loss, full->acc, tag,
-             us->loss, us->acc);
+      printf(
+          "[epoch %2d/%d] %-4s  fp32: loss %.6f  test %6.2f%%  |  UnSwag %s: loss %.6f  "
+          "test %6.2f%%",
+          e + 1, epochs, unswag_activation_name(full->act), full->loss, full->acc, tag, us->loss,
+          us->acc);
       if (p == 0) {
         int same = full->loss == us->loss && same_weights(full, us);
         printf("  %s", same ? "(bitwise equal)" : "(DIFFERENT!)");
@@ -468,13 +471,14 @@ int main(int argc, char **argv) {
     return 1;
   }
 
-  printf("\nFinal, after %d epochs (bytes the two activations keep for the backward pass,\n"
-         "per step of %d images = %d x %d pre-activations per layer):\n\n",
-         epochs, BATCH, BATCH, N_HID);
-  printf("  %-18s  %9s  %10s  %14s  %8s  %s\n", "run", "test acc", "train loss",
-         "kept/step", "vs fp32", "1st-step grad cos");
-  printf("  %-18s  %9s  %10s  %14s  %8s  %s\n", "------------------", "---------",
-         "----------", "--------------", "-------", "-----------------");
+  printf(
+      "\nFinal, after %d epochs (bytes the two activations keep for the backward pass,\n"
+      "per step of %d images = %d x %d pre-activations per layer):\n\n",
+      epochs, BATCH, BATCH, N_HID);
+  printf("  %-18s  %9s  %10s  %14s  %8s  %s\n", "run", "test acc", "train loss", "kept/step",
+         "vs fp32", "1st-step grad cos");
+  printf("  %-18s  %9s  %10s  %14s  %8s  %s\n", "------------------", "---------", "----------",
+         "--------------", "-------", "-----------------");
   for (int i = 0; i < N_RUNS; ++i) {
     const run *r = &runs[i];
     const run *full = &runs[i & ~1];
@@ -487,18 +491,22 @@ int main(int argc, char **argv) {
            r->kept_bytes, ratio, cos);
   }
   printf("\n");
-  printf("  relu: UnSwag 1-bit reproduced the fp32 run bit for bit in all %d epochs\n"
-         "        (identical losses and identical weights), keeping 1 bit instead of 32.\n",
-         epochs);
-  printf("  silu, gelu: k=2 uses the approximate derivative (4 levels; codebook rms_error\n"
-         "        above), so the runs drift apart from their fp32 twins.  One test image is\n"
-         "        %.2f%% of the test set: differences of a few images are noise, not signal.\n",
-         100.0 / N_TEST);
-  printf("  '1st-step grad cos': cosine similarity of all parameter gradients of the very\n"
-         "        first step (same weights, same batch) between the UnSwag and fp32 runs.\n");
-  printf("  'kept/step' counts only what the activations keep for backward (the fp32\n"
-         "        pre-activation vs the packed codes, sized by unswag_code_bytes); the\n"
-         "        matmuls' own saved inputs are the same in both runs and not counted.\n");
+  printf(
+      "  relu: UnSwag 1-bit reproduced the fp32 run bit for bit in all %d epochs\n"
+      "        (identical losses and identical weights), keeping 1 bit instead of 32.\n",
+      epochs);
+  printf(
+      "  silu, gelu: k=2 uses the approximate derivative (4 levels; codebook rms_error\n"
+      "        above), so the runs drift apart from their fp32 twins.  One test image is\n"
+      "        %.2f%% of the test set: differences of a few images are noise, not signal.\n",
+      100.0 / N_TEST);
+  printf(
+      "  '1st-step grad cos': cosine similarity of all parameter gradients of the very\n"
+      "        first step (same weights, same batch) between the UnSwag and fp32 runs.\n");
+  printf(
+      "  'kept/step' counts only what the activations keep for backward (the fp32\n"
+      "        pre-activation vs the packed codes, sized by unswag_code_bytes); the\n"
+      "        matmuls' own saved inputs are the same in both runs and not counted.\n");
   printf("\n  total time %.1f s\n", now_s() - t0);
   return 0;
 }

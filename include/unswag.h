@@ -10,7 +10,7 @@
  * Backward: dx = dy * level[code].  Exact for the relu family (1 bit);
  * an L2-optimal piecewise-constant approximation of f' for silu/gelu.
  *
- * Conventions (see docs/ and DESIGN.md):
+ * Conventions (see docs/design.md):
  *  - every call returns an unswag_status; UNSWAG_OK is 0;
  *  - on error no output byte is written;
  *  - tensors are raw pointers + element count + dtype; no call allocates,
@@ -68,7 +68,7 @@ UNSWAG_API const char *unswag_status_string(unswag_status status);
 UNSWAG_API const char *unswag_last_error(void);
 
 UNSWAG_API int unswag_version(void);               /* UNSWAG_VERSION_NUMBER */
-UNSWAG_API const char *unswag_version_string(void); /* "0.1.0"              */
+UNSWAG_API const char *unswag_version_string(void); /* e.g. "0.1.0"        */
 
 /* ---- element types -------------------------------------------------------- */
 

@@ -57,9 +57,8 @@ int main(int argc, char **argv) {
       unswag_status st =
           unswag_codebook_fit(derivative_cb, &act, bit_counts[b], NULL, &books[a][b]);
       if (st != UNSWAG_OK) {
-        fprintf(stderr, "gen_codebooks: fit %s/%d failed: %s (%s)\n",
-                unswag_activation_name(act), bit_counts[b], unswag_status_string(st),
-                unswag_last_error());
+        fprintf(stderr, "gen_codebooks: fit %s/%d failed: %s (%s)\n", unswag_activation_name(act),
+                bit_counts[b], unswag_status_string(st), unswag_last_error());
         return 1;
       }
     }

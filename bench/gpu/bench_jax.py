@@ -81,6 +81,7 @@ def _y_dx(f, x, dy):
 def bench_ops(n, dtypes, impls):
     import jax
     import jax.numpy as jnp
+
     import unswag.jax as uj
 
     ref = {"relu": jax.nn.relu, "silu": jax.nn.silu,
@@ -118,12 +119,13 @@ def bench_mlp(batch, width, depth, dtype):
     """Peak device memory and time of one training step of an MLP."""
     import jax
     import jax.numpy as jnp
+
     import unswag.jax as uj
 
     dt = jnp.dtype(dtype)
     key = jax.random.PRNGKey(0)
     params = []
-    for i in range(depth):
+    for _ in range(depth):
         key, k = jax.random.split(key)
         params.append(jax.random.normal(k, (width, width), dt) / jnp.sqrt(width).astype(dt))
     x = jax.random.normal(key, (batch, width), dt)
@@ -151,7 +153,7 @@ def bench_mlp(batch, width, depth, dtype):
         try:
             ma = compiled.memory_analysis()
             mem = ma.temp_size_in_bytes if ma is not None else None
-        except Exception:  # noqa: BLE001 - not every backend reports it
+        except Exception:
             mem = None
         t = timeit(step, params, reps=10)
         if name.startswith("jax.nn"):
@@ -164,7 +166,7 @@ def bench_mlp(batch, width, depth, dtype):
         if "peak_bytes_in_use" in stats:
             out(f"(process peak_bytes_in_use on device 0: {stats['peak_bytes_in_use'] / 2**20:.0f}"
                 " MiB)")
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
 
 
@@ -181,6 +183,7 @@ def main():
         sys.path.insert(0, os.path.join(ROOT, "python"))
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     import jax
+
     import unswag.jax as uj
     from unswag import _native
 

@@ -104,7 +104,7 @@ def run_pair(mode, ckpt, contexts, tile, timeout):
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         stdout, stderr, why = r.stdout, r.stderr, None
     except subprocess.TimeoutExpired as e:
-        dec = lambda b: b.decode() if isinstance(b, bytes) else (b or "")  # noqa: E731
+        dec = lambda b: b.decode() if isinstance(b, bytes) else (b or "")
         stdout, stderr, why = dec(e.stdout), dec(e.stderr), f"timeout {timeout:.0f}s"
     got = {}
     for line in stdout.splitlines():
@@ -155,7 +155,8 @@ def main():
         if left < 20:
             results[(mode, ckpt)] = {c: {"status": "skipped (time budget)"} for c in contexts}
         else:
-            results[(mode, ckpt)] = run_pair(mode, ckpt, contexts, a.tile, max(20, min(left, share)))
+            budget = max(20, min(left, share))
+            results[(mode, ckpt)] = run_pair(mode, ckpt, contexts, a.tile, budget)
         for c in contexts:
             print(f"  {mode:<14} ckpt={int(ckpt)} ctx={c:>6}: {results[(mode, ckpt)][c]}",
                   file=sys.stderr, flush=True)

@@ -6,8 +6,8 @@ Forward: torch.nn.functional.relu / silu / gelu.  Backward: the aten kernel
 autograd runs for that activation, called directly on the saved tensor
 (threshold_backward(dy, y, 0), silu_backward(dy, x), gelu_backward(dy, x)),
 so only the backward kernel is timed.  CUDA events; median of R >= 20 timed
-calls taken in 5 round-robin rounds over the copy and all kernels.  Bytes moved: forward reads 2n and writes 2n;
-backward reads 4n (dy and the saved tensor) and writes 2n.
+calls taken in 5 round-robin rounds over the copy and all kernels.  Bytes moved:
+forward reads 2n and writes 2n; backward reads 4n (dy and the saved tensor) and writes 2n.
 """
 import argparse
 import statistics

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+from typing import TextIO
 
 
 def _cuda_archs(path: str) -> str:
@@ -54,14 +55,15 @@ def _devices() -> list:
                          ", ".join(str(d) for d in jax.devices()))
         except ImportError:
             lines.append("jax not installed")
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             lines.append(f"jax: {e}")
     return lines
 
 
-def info(out=sys.stdout) -> int:
-    from . import __version__, _native as N
-    p = lambda *a: print(*a, file=out)  # noqa: E731
+def info(out: TextIO = sys.stdout) -> int:
+    from . import __version__
+    from . import _native as N
+    p = lambda *a: print(*a, file=out)
     p(f"unswag {__version__} (python {sys.version.split()[0]})")
     try:
         l = N.lib()
@@ -69,9 +71,7 @@ def info(out=sys.stdout) -> int:
         p(f"native library: NOT AVAILABLE\n  {e}")
         return 1
     p(f"native library: {l._name} (libunswag {N.version()})")
-    gated = all(hasattr(l, f) for f in ("unswag_gated_forward", "unswag_gated_backward"))
-    p("build: CPU kernels (scalar, vectorised, threaded)"
-      + ("" if gated else "; gated MLP kernels MISSING (old build)"))
+    p("build: CPU kernels (scalar, vectorised, threaded)")
     if N.cuda_built():
         p(f"       CUDA kernels: {_cuda_archs(l._name)}")
     else:
@@ -89,13 +89,13 @@ def info(out=sys.stdout) -> int:
                 errs.append(f"{b}b {N.builtin_codebook(a, b).rms_error:.4f}")
             except N.UnswagError:
                 errs.append(f"{b}b n/a")
-        p(f"  {a:<11} exact forward, k-bit backward (default 2); codebook RMS error of f' "
-          f"under N(0,1): " + ", ".join(errs))
+        p(f"  {a:<11} exact forward, k-bit backward (default {N.DEFAULT_BITS}); "
+          f"codebook RMS error of f' under N(0,1): " + ", ".join(errs))
     p("  gated MLP  (SwiGLU/GeGLU) exact: fused keeps x, g, u; recompute keeps x only")
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m unswag")
     ap.add_argument("command", nargs="?", default="info", choices=["info"])
     args = ap.parse_args(argv)

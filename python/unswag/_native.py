@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+from typing import Iterator
 
 _LIB = None
 _LOAD_ERROR: str | None = None
@@ -20,6 +21,7 @@ ACTIVATIONS = {"relu": RELU, "leaky_relu": LEAKY_RELU, "relu6": RELU6, "hardtanh
                "silu": SILU, "gelu": GELU, "gelu_tanh": GELU_TANH}
 EXACT = {"relu", "leaky_relu", "relu6", "hardtanh"}
 STATUS_CUDA_NOT_BUILT = 9
+DEFAULT_BITS = 2  # code bits of the smooth activations unless given (torch and JAX)
 
 
 class UnswagError(RuntimeError):
@@ -39,7 +41,7 @@ class Op(ctypes.Structure):
                 ("codebook", ctypes.POINTER(Codebook))]
 
 
-def _candidates():
+def _candidates() -> Iterator[str]:
     env = os.environ.get("UNSWAG_LIBRARY")
     if env:
         yield env
@@ -51,7 +53,7 @@ def _candidates():
     yield from sorted(glob.glob(os.path.join(root, "build", "libunswag.so*")))
 
 
-def _declare(l):
+def _declare(l: ctypes.CDLL) -> None:
     c = ctypes
     vp, sz, i, st, f = c.c_void_p, c.c_size_t, c.c_int, c.c_int, c.c_float
     sigs = {
@@ -66,8 +68,6 @@ def _declare(l):
         "unswag_backward": ([c.POINTER(Op), i, vp, vp, vp, sz], st),
         "unswag_forward_cuda": ([c.POINTER(Op), i, vp, vp, vp, sz, vp], st),
         "unswag_backward_cuda": ([c.POINTER(Op), i, vp, vp, vp, sz, vp], st),
-    }
-    optional = {
         "unswag_gated_forward": ([i, i, vp, vp, vp, sz], st),
         "unswag_gated_backward": ([i, i, vp, vp, vp, vp, vp, sz], st),
         "unswag_gated_forward_cuda": ([i, i, vp, vp, vp, sz, vp], st),
@@ -81,16 +81,14 @@ def _declare(l):
         "unswag_rmsnorm_backward_cuda": ([i, vp, vp, vp, vp, vp, vp, vp, sz, sz, sz, f, vp], st),
         "unswag_rmsnorm_workspace_bytes": ([sz, sz, c.POINTER(sz)], st),
     }
-    for name, (args, res) in list(sigs.items()) + list(optional.items()):
+    for name, (args, res) in sigs.items():
         if not hasattr(l, name):
-            if name in sigs:
-                raise OSError(f"{name} missing from {l._name}")
-            continue
+            raise OSError(f"{name} missing from {l._name}")
         f = getattr(l, name)
         f.argtypes, f.restype = args, res
 
 
-def lib():
+def lib() -> ctypes.CDLL:
     """The loaded library; raises UnswagError with a remedy if unavailable."""
     global _LIB, _LOAD_ERROR
     if _LIB is not None:

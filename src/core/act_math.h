@@ -85,7 +85,7 @@ UNSWAG_HD uint16_t us_f32_to_f16(float f) {
   float sub = us_bits_to_f32(a) + 0.5f;
   uint32_t subnormal = us_f32_to_bits(sub) - 0x3F000000u;
   uint32_t r = a < 0x38800000u ? subnormal : normal;
-  r = a >= 0x477FF000u ? 0x7C00u : r;   /* rounds to >= 65520: Inf */
+  r = a >= 0x477FF000u ? 0x7C00u : r;       /* rounds to >= 65520: Inf */
   r = a > 0x7F800000u ? 0x7E00u : sign | r; /* NaN: canonical, no sign */
   return (uint16_t)r;
 }
@@ -96,12 +96,12 @@ UNSWAG_HD uint16_t us_f32_to_f16(float f) {
  * Cody-Waite reduction by ln2, degree-7 Taylor polynomial on |r| <= ln2/2,
  * scaling by 2^n in two steps so subnormal results round once. */
 UNSWAG_HD float us_exp_small(float a) {
-  a = (a >= -110.0f) ? a : -110.0f; /* also maps NaN to -110 */
+  a = (a >= -110.0f) ? a : -110.0f;  /* also maps NaN to -110 */
   const float shifter = 12582912.0f; /* 1.5 * 2^23: adds then subtracts = rint */
   float t = a * 1.44269504f + shifter;
   float n = t - shifter;
-  float r = a - n * 0.693145752f;    /* ln2 high part: 16 bits, exact product */
-  r = r - n * 1.42860677e-06f;       /* ln2 low part                          */
+  float r = a - n * 0.693145752f; /* ln2 high part: 16 bits, exact product */
+  r = r - n * 1.42860677e-06f;    /* ln2 low part                          */
   float p = 1.0f / 5040.0f;
   p = p * r + 1.0f / 720.0f;
   p = p * r + 1.0f / 120.0f;
@@ -110,7 +110,7 @@ UNSWAG_HD float us_exp_small(float a) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  int32_t ni = (int32_t)n;           /* in [-159, 2] */
+  int32_t ni = (int32_t)n; /* in [-159, 2] */
   int32_t n1 = ni / 2;
   int32_t n2 = ni - n1;
   float s1 = us_bits_to_f32((uint32_t)(n1 + 127) << 23);

@@ -1,6 +1,6 @@
 /*
  * Codebooks: exact derivatives, validation, the built-in tables and the L2
- * fitter (DESIGN.md section 1).
+ * fitter (docs/design.md section 1).
  *
  * The fitter approximates f' by a piecewise-constant q with m = 2^bits pieces,
  * minimising  sum over pieces of  integral (f' - q)^2 w.  On a grid of G equal
@@ -41,8 +41,8 @@ double unswag_derivative(unswag_activation act, double x) {
     case UNSWAG_GELU: /* Phi(x) + x phi(x); erfc keeps the left tail exact */
       return 0.5 * erfc(-x * 0.70710678118654752440) +
              x * exp(-0.5 * x * x) * 0.39894228040143267794;
-    default: { /* gelu_tanh: 0.5 x (1 + tanh u) = x s(2u) */
-      const double c = 0.79788456080286535588; /* sqrt(2/pi) */
+    default: {                                     /* gelu_tanh: 0.5 x (1 + tanh u) = x s(2u) */
+      const double c = 0.79788456080286535588;     /* sqrt(2/pi) */
       if (fabs(x) > 1e6) return x > 0 ? 1.0 : 0.0; /* saturated; x^3 would overflow */
       double u = c * (x + 0.044715 * x * x * x);
       sigmoid_pair(2.0 * u, &s, &sm);
@@ -57,8 +57,7 @@ double unswag_derivative(unswag_activation act, double x) {
 unswag_status unswag_codebook_validate(const unswag_codebook *cb) {
   if (!cb) return unswag_fail(UNSWAG_ERR_NULL_POINTER, "codebook is NULL");
   if (!unswag_bits_valid(cb->bits))
-    return unswag_fail(UNSWAG_ERR_BAD_BITS, "codebook bits = %d (expected 1, 2, 4 or 8)",
-                       cb->bits);
+    return unswag_fail(UNSWAG_ERR_BAD_BITS, "codebook bits = %d (expected 1, 2, 4 or 8)", cb->bits);
   int m = 1 << cb->bits;
   for (int j = 0; j < m - 1; ++j) {
     if (!isfinite(cb->boundaries[j]))
@@ -85,8 +84,7 @@ unswag_status unswag_codebook_builtin(unswag_activation act, int bits, unswag_co
   if (a < UNSWAG_SILU || a > UNSWAG_GELU_TANH)
     return unswag_fail(UNSWAG_ERR_BAD_ACTIVATION, "unknown activation %d", a);
   if (!unswag_bits_valid(bits))
-    return unswag_fail(UNSWAG_ERR_BAD_BITS, "bits = %d (smooth activations: 1, 2, 4 or 8)",
-                       bits);
+    return unswag_fail(UNSWAG_ERR_BAD_BITS, "bits = %d (smooth activations: 1, 2, 4 or 8)", bits);
   int log2bits = bits == 1 ? 0 : bits == 2 ? 1 : bits == 4 ? 2 : 3;
   *out = unswag_builtin_codebooks_[a - UNSWAG_SILU][log2bits];
   return UNSWAG_OK;
@@ -212,8 +210,7 @@ static inline double piece_cost(const double *pw, const double *ps, const double
  * O(m G^2).  arg keeps each row's optimum for the backtrack.
  */
 static void dp_partition(const double *pw, const double *ps, const double *pq, size_t g, int m,
-                         double *prev, double *cur, uint32_t *arg, size_t *cuts,
-                         double *total) {
+                         double *prev, double *cur, uint32_t *arg, size_t *cuts, double *total) {
   for (size_t i = 1; i + (size_t)(m - 1) <= g; ++i) prev[i] = piece_cost(pw, ps, pq, 0, i);
   for (int k = 2; k <= m; ++k) {
     uint32_t *ak = arg + (size_t)(k - 2) * (g + 1);
@@ -305,8 +302,8 @@ static unswag_status plan_fit(const unswag_fit_options *opts, int bits, fit_plan
     if (!isfinite(o->hist_lo) || !isfinite(o->hist_hi) || !(o->hist_lo < o->hist_hi) ||
         !isfinite(o->hist_hi - o->hist_lo))
       return unswag_fail(UNSWAG_ERR_BAD_PARAM,
-                         "codebook_fit: histogram range [%g, %g] (need finite lo < hi)",
-                         o->hist_lo, o->hist_hi);
+                         "codebook_fit: histogram range [%g, %g] (need finite lo < hi)", o->hist_lo,
+                         o->hist_hi);
     for (size_t j = 0; j < o->hist_bins; ++j) {
       double v = o->hist_counts[j];
       if (!(v >= 0) || isinf(v))
@@ -343,10 +340,8 @@ static unswag_status run_fit(unswag_derivative_fn deriv, void *user, int bits, c
                              unswag_codebook *cb) {
   size_t g = p->g;
   fit_ctx c = {deriv, user, p->o.hist_counts ? 0.0 : 1.0 / p->sigma, 0, 0, 0};
-  if (p->o.hist_counts)
-    histogram_moments(&c, &p->o, p->total, p->lo, p->h, g, cell);
-  else
-    normal_moments(&c, p->lo, p->h, g, p->sigma, cell);
+  if (p->o.hist_counts) histogram_moments(&c, &p->o, p->total, p->lo, p->h, g, cell);
+  else normal_moments(&c, p->lo, p->h, g, p->sigma, cell);
   if (c.bad)
     return unswag_fail(UNSWAG_ERR_BAD_PARAM, "codebook_fit: deriv(%.17g) returned %g", c.bad_x,
                        c.bad_v);
@@ -360,8 +355,7 @@ static unswag_status run_fit(unswag_derivative_fn deriv, void *user, int bits, c
   }
   /* W and Q add non-negative terms and |S| <= (W + Q) / 2: two checks cover all */
   if (!isfinite(pq[g]) || !isfinite(pw[g]))
-    return unswag_fail(UNSWAG_ERR_BAD_PARAM, "codebook_fit: weighted f'^2 overflows (%g)",
-                       pq[g]);
+    return unswag_fail(UNSWAG_ERR_BAD_PARAM, "codebook_fit: weighted f'^2 overflows (%g)", pq[g]);
   if (!(pw[g] > 0))
     return unswag_fail(UNSWAG_ERR_BAD_PARAM, "codebook_fit: no weight inside the grid [%g, %g]",
                        p->lo, p->lo + p->h * (double)g);
@@ -410,16 +404,14 @@ unswag_status unswag_codebook_fit(unswag_derivative_fn deriv, void *user, int bi
   size_t g = p.g, rows = (size_t)(p.m - 1);
   double(*cell)[3] = calloc(g, sizeof *cell);
   double *pre = malloc(5 * (g + 1) * sizeof *pre);
-  uint32_t *arg = rows <= SIZE_MAX / sizeof(uint32_t) / (g + 1)
-                      ? malloc(rows * (g + 1) * sizeof *arg)
-                      : NULL;
+  uint32_t *arg =
+      rows <= SIZE_MAX / sizeof(uint32_t) / (g + 1) ? malloc(rows * (g + 1) * sizeof *arg) : NULL;
   size_t *cuts = malloc((size_t)(p.m + 1) * sizeof *cuts);
   unswag_codebook cb; /* *out is written only on success */
   if (!cell || !pre || !arg || !cuts)
     st = unswag_fail(UNSWAG_ERR_NO_MEMORY,
                      "codebook_fit: cannot allocate scratch for %zu cells x %d pieces", g, p.m);
-  else
-    st = run_fit(deriv, user, bits, &p, cell, pre, arg, cuts, &cb);
+  else st = run_fit(deriv, user, bits, &p, cell, pre, arg, cuts, &cb);
   free(cell);
   free(pre);
   free(arg);

@@ -71,8 +71,8 @@ UNSWAG_HD float us_norm_cdf_f32(float x) {
 UNSWAG_HD float us_silu_grad_f32(float x) {
   float e = us_exp_small(-fabsf(x));
   float r = 1.0f / (1.0f + e);
-  float s = x >= 0.0f ? r : e * r;  /* sigmoid(x)     */
-  float c = x >= 0.0f ? e * r : r;  /* 1 - sigmoid(x) */
+  float s = x >= 0.0f ? r : e * r; /* sigmoid(x)     */
+  float c = x >= 0.0f ? e * r : r; /* 1 - sigmoid(x) */
   return s * (1.0f + x * c);
 }
 
@@ -170,8 +170,8 @@ UNSWAG_HD uint32_t us_gated_fwd32(int act, uint32_t g, uint32_t u) {
 }
 
 /* du = dh * act(g), dg = (dh * u) * act'(g), 16-bit dtype: float math. */
-UNSWAG_HD void us_gated_bwd16(int act, int bf16, uint16_t dh, uint16_t g, uint16_t u,
-                              uint16_t *dg, uint16_t *du) {
+UNSWAG_HD void us_gated_bwd16(int act, int bf16, uint16_t dh, uint16_t g, uint16_t u, uint16_t *dg,
+                              uint16_t *du) {
   float dhv = us_16_to_f32(dh, bf16), gv = us_16_to_f32(g, bf16), uv = us_16_to_f32(u, bf16);
   float a = us_gated_act_f32(act, gv);
   float d = us_gated_grad_f32(act, gv);

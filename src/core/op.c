@@ -35,8 +35,7 @@ unswag_status unswag_resolve_op(const unswag_op *op, unswag_codebook *cb) {
                          act_names[op->act], op->bits);
     if (op->act == UNSWAG_LEAKY_RELU && !isfinite(op->slope))
       return unswag_fail(UNSWAG_ERR_BAD_PARAM, "leaky_relu slope must be finite");
-    if (op->act == UNSWAG_HARDTANH &&
-        !(isfinite(op->lo) && isfinite(op->hi) && op->lo < op->hi))
+    if (op->act == UNSWAG_HARDTANH && !(isfinite(op->lo) && isfinite(op->hi) && op->lo < op->hi))
       return unswag_fail(UNSWAG_ERR_BAD_PARAM, "hardtanh needs finite lo < hi; got [%g, %g]",
                          (double)op->lo, (double)op->hi);
     return UNSWAG_OK;
@@ -81,8 +80,8 @@ unswag_status unswag_gated_validate(const char *fn, unswag_activation act, unswa
   if (unswag_dtype_size(dtype) == 0)
     return unswag_fail(UNSWAG_ERR_BAD_DTYPE, "%s: unknown dtype %d", fn, (int)dtype);
   if (n > SIZE_MAX / 4)
-    return unswag_fail(UNSWAG_ERR_SIZE_OVERFLOW, "%s: n = %zu elements overflows size_t bytes",
-                       fn, n);
+    return unswag_fail(UNSWAG_ERR_SIZE_OVERFLOW, "%s: n = %zu elements overflows size_t bytes", fn,
+                       n);
   if (n > 0 && any_null)
     return unswag_fail(UNSWAG_ERR_NULL_POINTER, "%s: NULL tensor pointer with n = %zu", fn, n);
   return UNSWAG_OK;

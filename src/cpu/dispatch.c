@@ -1,30 +1,10 @@
-/* CPU entry points: validate everything, then pick scalar / vector /
- * threaded and run.  Nothing is written before validation has passed. */
+/* CPU entry points of the activations: validate everything, then pick the
+ * kernel variant and thread count and run.  Nothing is written before
+ * validation has passed. */
 #include <stdint.h>
 #include "../core/internal.h"
 #include "cpu_kernels.h"
-#include "threads.h"
-
-#ifdef UNSWAG_HAVE_AVX2_KERNELS
-#include <cpuid.h>
-/* F16C by cpuid: some clang versions do not know "f16c" in __builtin_cpu_supports */
-static int have_f16c(void) {
-  unsigned a, b, c, d;
-  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
-}
-#endif
-
-static void pick_vector(unswag_fwd_fn *f, unswag_bwd_fn *b) {
-#ifdef UNSWAG_HAVE_AVX2_KERNELS
-  if (__builtin_cpu_supports("avx2") && have_f16c()) {
-    *f = unswag_cpu_forward_avx2;
-    *b = unswag_cpu_backward_avx2;
-    return;
-  }
-#endif
-  *f = unswag_cpu_forward_sse2;
-  *b = unswag_cpu_backward_sse2;
-}
+#include "parallel.h"
 
 /* Shared validation of the call; fills the kernel arguments. */
 static unswag_status prepare(const unswag_op *op, unswag_dtype dtype, const void *in,
@@ -58,66 +38,57 @@ static unswag_status prepare(const unswag_op *op, unswag_dtype dtype, const void
   return UNSWAG_OK;
 }
 
-unswag_status unswag_forward_advanced(const unswag_op *op, unswag_dtype dtype,
-                                      const void *x, void *y, uint8_t *codes, size_t n,
-                                      const unswag_cpu_options *opts) {
-  unswag_codebook cb;
+/* One call, split into pieces by unswag_cpu_parallel_for. */
+typedef struct {
+  const unswag_cpu_kernels *k;
   unswag_kargs ka;
-  unswag_status s = prepare(op, dtype, x, y, codes, n, opts, &cb, &ka);
+  size_t es;            /* element size */
+  const uint8_t *in;    /* x or dy */
+  uint8_t *out;         /* y or dx */
+  const uint8_t *codes; /* forward writes them: its caller passed them non-const */
+} act_call;
+
+static void forward_piece(void *ctx, size_t b, size_t e) {
+  const act_call *c = (const act_call *)ctx;
+  c->k->forward(&c->ka, c->in + b * c->es, c->out + b * c->es,
+                (uint8_t *)c->codes + b / 8 * (size_t)c->ka.bits, e - b);
+}
+
+static void backward_piece(void *ctx, size_t b, size_t e) {
+  const act_call *c = (const act_call *)ctx;
+  c->k->backward(&c->ka, c->in + b * c->es, c->codes + b / 8 * (size_t)c->ka.bits,
+                 c->out + b * c->es, e - b);
+}
+
+/* Validates, then runs piece over [0, n) with the variant and threads the options ask for. */
+static unswag_status run(const unswag_op *op, unswag_dtype dtype, const void *in, void *out,
+                         const uint8_t *codes, size_t n, const unswag_cpu_options *opts,
+                         unswag_piece_fn piece) {
+  unswag_codebook cb;
+  act_call c;
+  unswag_status s = prepare(op, dtype, in, out, codes, n, opts, &cb, &c.ka);
   if (s != UNSWAG_OK || n == 0) return s;
-  unswag_fwd_fn fwd;
-  unswag_bwd_fn bwd;
-  pick_vector(&fwd, &bwd);
-  if (opts && opts->path == UNSWAG_PATH_SCALAR) fwd = unswag_cpu_forward_scalar;
-  int t = unswag_cpu_thread_count(opts ? opts->path : UNSWAG_PATH_AUTO,
-                                  opts ? opts->num_threads : 0, n);
-  if (t == 1) {
-    fwd(&ka, x, y, codes, n);
-    return UNSWAG_OK;
-  }
-  const size_t es = unswag_dtype_size(dtype);
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(t) schedule(static, 1)
-#endif
-  for (int i = 0; i < t; ++i) {
-    size_t b, e;
-    unswag_cpu_piece(n, t, i, &b, &e);
-    if (e > b)
-      fwd(&ka, (const uint8_t *)x + b * es, (uint8_t *)y + b * es, codes + b / 8 * (size_t)ka.bits,
-          e - b);
-  }
+  const unswag_cpu_path path = opts ? opts->path : UNSWAG_PATH_AUTO;
+  c.k = path == UNSWAG_PATH_SCALAR ? &unswag_cpu_kernels_scalar : unswag_cpu_kernels_best();
+  c.es = unswag_dtype_size(dtype);
+  c.in = (const uint8_t *)in;
+  c.out = (uint8_t *)out;
+  c.codes = codes;
+  const int threads = unswag_cpu_thread_count(path, opts ? opts->num_threads : 0, n);
+  unswag_cpu_parallel_for(n, threads, piece, &c);
   return UNSWAG_OK;
 }
 
-unswag_status unswag_backward_advanced(const unswag_op *op, unswag_dtype dtype,
-                                       const void *dy, const uint8_t *codes, void *dx,
-                                       size_t n, const unswag_cpu_options *opts) {
-  unswag_codebook cb;
-  unswag_kargs ka;
-  unswag_status s = prepare(op, dtype, dy, dx, codes, n, opts, &cb, &ka);
-  if (s != UNSWAG_OK || n == 0) return s;
-  unswag_fwd_fn fwd;
-  unswag_bwd_fn bwd;
-  pick_vector(&fwd, &bwd);
-  if (opts && opts->path == UNSWAG_PATH_SCALAR) bwd = unswag_cpu_backward_scalar;
-  int t = unswag_cpu_thread_count(opts ? opts->path : UNSWAG_PATH_AUTO,
-                                  opts ? opts->num_threads : 0, n);
-  if (t == 1) {
-    bwd(&ka, dy, codes, dx, n);
-    return UNSWAG_OK;
-  }
-  const size_t es = unswag_dtype_size(dtype);
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(t) schedule(static, 1)
-#endif
-  for (int i = 0; i < t; ++i) {
-    size_t b, e;
-    unswag_cpu_piece(n, t, i, &b, &e);
-    if (e > b)
-      bwd(&ka, (const uint8_t *)dy + b * es, codes + b / 8 * (size_t)ka.bits,
-          (uint8_t *)dx + b * es, e - b);
-  }
-  return UNSWAG_OK;
+unswag_status unswag_forward_advanced(const unswag_op *op, unswag_dtype dtype, const void *x,
+                                      void *y, uint8_t *codes, size_t n,
+                                      const unswag_cpu_options *opts) {
+  return run(op, dtype, x, y, codes, n, opts, forward_piece);
+}
+
+unswag_status unswag_backward_advanced(const unswag_op *op, unswag_dtype dtype, const void *dy,
+                                       const uint8_t *codes, void *dx, size_t n,
+                                       const unswag_cpu_options *opts) {
+  return run(op, dtype, dy, dx, codes, n, opts, backward_piece);
 }
 
 unswag_status unswag_forward(const unswag_op *op, unswag_dtype dtype, const void *x, void *y,

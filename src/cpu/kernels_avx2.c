@@ -1,4 +1,8 @@
-/* The avx2 variant of the CPU kernels (flags set in CMakeLists.txt). */
-#define KERNEL_NAME(name) unswag_cpu_##name##_avx2
-#define UNSWAG_SMOOTH_TABLE 1 /* 16-bit smooth forward values by table */
+/* The avx2 variant of the CPU kernels: -O3 -mavx2 -mf16c (CMakeLists.txt),
+ * 16-bit smooth forward values by table, and the intrinsics loops. */
+#define UNSWAG_SMOOTH_TABLE 1
+#include "smooth16_avx2.h"
 #include "kernels.inc"
+#include "gated_kernels.inc"
+
+UNSWAG_CPU_VARIANT(unswag_cpu_kernels_avx2, "avx2");

@@ -12,7 +12,7 @@
 #include <string.h>
 #include "../core/internal.h"
 #include "../core/rmsnorm_math.h"
-#include "threads.h"
+#include "parallel.h"
 
 #if defined(__GNUC__)
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
@@ -207,11 +207,32 @@ static int threads_for(size_t items, size_t elems) {
   return t < 1 ? 1 : t;
 }
 
-/* Item range [b, e) of thread i of t. */
-static void share(size_t items, int t, int i, size_t *b, size_t *e) {
-  const size_t per = items / (size_t)t, extra = items % (size_t)t;
-  *b = (size_t)i * per + ((size_t)i < extra ? (size_t)i : extra);
-  *e = *b + per + ((size_t)i < extra ? 1 : 0);
+/* One call's arguments, for the pieces the parallel-for hands out (rows, or dw's column
+ * blocks: every result depends only on its own row / block, so any split gives the
+ * same bytes). */
+typedef struct {
+  int dt;
+  const uint8_t *x, *w, *dy;
+  uint8_t *y, *dx;
+  float *rstd_out, *dw;
+  const float *rstd;
+  size_t rows, cols;
+  float eps;
+} rms_call;
+
+static void fwd_piece(void *ctx, size_t b, size_t e) {
+  const rms_call *c = (const rms_call *)ctx;
+  fwd_rows(c->dt, c->x, c->w, c->y, c->rstd_out, b, e, c->cols, c->eps);
+}
+
+static void dx_piece(void *ctx, size_t b, size_t e) {
+  const rms_call *c = (const rms_call *)ctx;
+  dx_rows(c->dt, c->dy, c->x, c->w, c->rstd, c->dx, b, e, c->cols);
+}
+
+static void dw_piece(void *ctx, size_t b, size_t e) {
+  const rms_call *c = (const rms_call *)ctx;
+  dw_blocks(c->dt, c->dy, c->x, c->rstd, c->dw, c->rows, c->cols, b, e);
 }
 
 /* ---- entry points ------------------------------------------------------------------------- */
@@ -231,21 +252,9 @@ unswag_status unswag_rmsnorm_forward(unswag_dtype dtype, const void *x, const vo
   if ((s = unswag_rmsnorm_check_overlap(fn, spans, 4)) != UNSWAG_OK) return s;
   if ((s = unswag_check_f32_aligned(fn, "rstd", rstd)) != UNSWAG_OK) return s;
 
-  const int dt = (int)dtype, t = threads_for(rows, rows * cols);
-  const uint8_t *xp = (const uint8_t *)x, *wp = (const uint8_t *)w;
-  uint8_t *yp = (uint8_t *)y;
-  if (t == 1) {
-    fwd_rows(dt, xp, wp, yp, rstd, 0, rows, cols, eps);
-    return UNSWAG_OK;
-  }
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(t) schedule(static, 1)
-#endif
-  for (int i = 0; i < t; ++i) {
-    size_t b, e;
-    share(rows, t, i, &b, &e);
-    fwd_rows(dt, xp, wp, yp, rstd, b, e, cols, eps);
-  }
+  rms_call c = {(int)dtype, (const uint8_t *)x, (const uint8_t *)w, NULL, (uint8_t *)y, NULL,
+                rstd, NULL, NULL, rows, cols, eps};
+  unswag_cpu_parallel_for(rows, threads_for(rows, rows * cols), fwd_piece, &c);
   return UNSWAG_OK;
 }
 
@@ -265,36 +274,11 @@ unswag_status unswag_rmsnorm_backward(unswag_dtype dtype, const void *dy, const 
   if ((s = unswag_check_f32_aligned(fn, "rstd", rstd)) != UNSWAG_OK) return s;
   if ((s = unswag_check_f32_aligned(fn, "dw_accum", dw_accum)) != UNSWAG_OK) return s;
 
-  const int dt = (int)dtype;
-  const uint8_t *dyp = (const uint8_t *)dy, *xp = (const uint8_t *)x, *wp = (const uint8_t *)w;
-  uint8_t *dxp = (uint8_t *)dx;
+  rms_call c = {(int)dtype, (const uint8_t *)x, (const uint8_t *)w, (const uint8_t *)dy, NULL,
+                (uint8_t *)dx, NULL, dw_accum, rstd, rows, cols, 0.0f};
   /* dw first: it reads dy, which dx may overwrite */
   const size_t blocks = (cols + DW_COLS - 1) / DW_COLS;
-  int t = threads_for(blocks, rows * cols);
-  if (t == 1) {
-    dw_blocks(dt, dyp, xp, rstd, dw_accum, rows, cols, 0, blocks);
-  } else {
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(t) schedule(static, 1)
-#endif
-    for (int i = 0; i < t; ++i) {
-      size_t b, e;
-      share(blocks, t, i, &b, &e);
-      dw_blocks(dt, dyp, xp, rstd, dw_accum, rows, cols, b, e);
-    }
-  }
-  t = threads_for(rows, rows * cols);
-  if (t == 1) {
-    dx_rows(dt, dyp, xp, wp, rstd, dxp, 0, rows, cols);
-    return UNSWAG_OK;
-  }
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(t) schedule(static, 1)
-#endif
-  for (int i = 0; i < t; ++i) {
-    size_t b, e;
-    share(rows, t, i, &b, &e);
-    dx_rows(dt, dyp, xp, wp, rstd, dxp, b, e, cols);
-  }
+  unswag_cpu_parallel_for(blocks, threads_for(blocks, rows * cols), dw_piece, &c);
+  unswag_cpu_parallel_for(rows, threads_for(rows, rows * cols), dx_piece, &c);
   return UNSWAG_OK;
 }

@@ -9,7 +9,7 @@
 #include "smooth_table.h"
 #include "../core/act_math.h"
 
-#define N_ACTS 3 /* silu, gelu, gelu_tanh */
+#define N_ACTS 3   /* silu, gelu, gelu_tanh */
 #define N_DTYPES 2 /* fp16, bf16 */
 
 /* one entry of padding: the AVX2 forward gathers 32 bits at entry x, reading x + 1 */

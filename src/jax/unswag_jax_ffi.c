@@ -18,7 +18,7 @@
  * Rows.  x is treated as rows of its last axis: `rows` = product of the
  * leading dims, each row gets its own ceil(len*bits/8) code bytes, so the
  * codes buffer holds rows * ceil(len*bits/8) bytes.  A rank-1 x is one row
- * (the layout of DESIGN.md section 2 for the flattened array); batched
+ * (the layout of docs/design.md section 2 for the flattened array); batched
  * calls under jax.vmap (vmap_method="broadcast_all") add leading axes and
  * keep each example's codes separate.  When len*bits is a multiple of 8
  * the rows are contiguous and one library call covers them all.
@@ -59,8 +59,8 @@ typedef XLA_FFI_InternalExtension us_frame_extension;
 
 /* ---- errors ----------------------------------------------------------------- */
 
-static XLA_FFI_Error *ffi_error(const XLA_FFI_Api *api, XLA_FFI_Error_Code code,
-                                const char *fmt, ...) {
+static XLA_FFI_Error *ffi_error(const XLA_FFI_Api *api, XLA_FFI_Error_Code code, const char *fmt,
+                                ...) {
   char msg[768];
   va_list ap;
   va_start(ap, fmt);
@@ -78,16 +78,11 @@ static XLA_FFI_Error *ffi_error(const XLA_FFI_Api *api, XLA_FFI_Error_Code code,
 static XLA_FFI_Error_Code code_of_status(unswag_status s) {
   switch (s) {
     case UNSWAG_ERR_CUDA_NOT_BUILT:
-    case UNSWAG_ERR_CUDA_NO_DEVICE:
-      return XLA_FFI_Error_Code_FAILED_PRECONDITION;
-    case UNSWAG_ERR_NO_MEMORY:
-      return XLA_FFI_Error_Code_RESOURCE_EXHAUSTED;
-    case UNSWAG_ERR_CUDA_LAUNCH:
-      return XLA_FFI_Error_Code_INTERNAL;
-    case UNSWAG_ERR_SIZE_OVERFLOW:
-      return XLA_FFI_Error_Code_OUT_OF_RANGE;
-    default:
-      return XLA_FFI_Error_Code_INVALID_ARGUMENT;
+    case UNSWAG_ERR_CUDA_NO_DEVICE: return XLA_FFI_Error_Code_FAILED_PRECONDITION;
+    case UNSWAG_ERR_NO_MEMORY: return XLA_FFI_Error_Code_RESOURCE_EXHAUSTED;
+    case UNSWAG_ERR_CUDA_LAUNCH: return XLA_FFI_Error_Code_INTERNAL;
+    case UNSWAG_ERR_SIZE_OVERFLOW: return XLA_FFI_Error_Code_OUT_OF_RANGE;
+    default: return XLA_FFI_Error_Code_INVALID_ARGUMENT;
   }
 }
 
@@ -195,9 +190,15 @@ static size_t element_count(const XLA_FFI_Buffer *b, int *ok) {
   size_t n = 1;
   *ok = 1;
   for (int64_t d = 0; d < b->rank; ++d) {
-    if (b->dims[d] < 0) { *ok = 0; return 0; }
+    if (b->dims[d] < 0) {
+      *ok = 0;
+      return 0;
+    }
     size_t k = (size_t)b->dims[d];
-    if (k != 0 && n > SIZE_MAX / k) { *ok = 0; return 0; }
+    if (k != 0 && n > SIZE_MAX / k) {
+      *ok = 0;
+      return 0;
+    }
     n *= k;
   }
   return n;
@@ -256,8 +257,8 @@ static XLA_FFI_Error *scalar_float(const XLA_FFI_Api *api, const char *fn, const
     case XLA_FFI_DataType_F64: *out = (float)*(const double *)s->value; return NULL;
     default:
       return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
-                       "%s: attribute %s must be float32 or float64 (got XLA type %d)", fn,
-                       name, (int)s->dtype);
+                       "%s: attribute %s must be float32 or float64 (got XLA type %d)", fn, name,
+                       (int)s->dtype);
   }
 }
 
@@ -308,14 +309,13 @@ static XLA_FFI_Error *read_attrs(XLA_FFI_CallFrame *f, const char *fn, op_attrs 
     } else if (name_is(name, "levels")) {
       err = float_array(api, fn, "levels", type, attr, &lvl, &nl);
     } else {
-      err = ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT, "%s: unknown attribute %.*s",
-                      fn, (int)name->len, name->ptr);
+      err = ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT, "%s: unknown attribute %.*s", fn,
+                      (int)name->len, name->ptr);
     }
   }
   if (err) return err;
   if (!have_act)
-    return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT, "%s: attribute act is required",
-                     fn);
+    return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT, "%s: attribute act is required", fn);
   if (nb > 0 || nl > 0) {
     int bits = out->op.bits;
     if (bits < 1 || bits > UNSWAG_MAX_BITS || nl != ((size_t)1 << bits) ||
@@ -360,8 +360,8 @@ static XLA_FFI_Error *make_plan(const XLA_FFI_Api *api, const char *fn, const un
     return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
                      "%s: %s must have the dtype and shape of %s", fn, other_name, data_name);
   if (codes->dtype != XLA_FFI_DataType_U8)
-    return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
-                     "%s: codes must be uint8, got %s", fn, dtype_name(codes->dtype));
+    return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT, "%s: codes must be uint8, got %s",
+                     fn, dtype_name(codes->dtype));
   int ok = 1, ok2 = 1;
   p->n = element_count(data, &ok);
   size_t ncodes = element_count(codes, &ok2);
@@ -407,9 +407,8 @@ static XLA_FFI_Error *run_forward(XLA_FFI_CallFrame *f, const char *fn, fwd_call
   }
   for (size_t r = 0; r < p.rows; ++r) {
     size_t off = r * p.row_len * p.es;
-    unswag_status s = call(&a.op, p.dtype, (const uint8_t *)x->data + off,
-                           (uint8_t *)y->data + off, (uint8_t *)codes->data + r * p.row_bytes,
-                           p.row_len, stream);
+    unswag_status s = call(&a.op, p.dtype, (const uint8_t *)x->data + off, (uint8_t *)y->data + off,
+                           (uint8_t *)codes->data + r * p.row_bytes, p.row_len, stream);
     if (s != UNSWAG_OK) return status_error(f->api, fn, s);
   }
   return NULL;
@@ -442,7 +441,7 @@ static XLA_FFI_Error *run_backward(XLA_FFI_CallFrame *f, const char *fn, bwd_cal
 /* ---- CPU handlers -------------------------------------------------------------------- */
 
 /* XLA:CPU runs its threads with denormals flushed (FTZ/DAZ on x86, FZ on
- * Arm).  The codes contract (DESIGN.md section 2) is IEEE: a subnormal x > 0
+ * Arm).  The codes contract (docs/design.md section 2) is IEEE: a subnormal x > 0
  * has code 1 and the same bytes as every other backend.  So the CPU handlers
  * run the kernels with the default floating-point environment and restore
  * XLA's afterwards. */
@@ -482,9 +481,9 @@ static void fp_ieee_leave(const fp_env *e) {
 }
 
 /* One thread, vectorised: the handler runs on one of XLA's threads, which
- * already runs independent ops side by side; the library's OpenMP team
- * would compete with XLA's pool for the same cores (its spinning workers
- * made calls 10x slower on a 2-core machine). */
+ * already runs independent ops side by side; the library's thread pool
+ * would compete with XLA's pool for the same cores (when that pool was
+ * OpenMP, its spinning workers made calls 10x slower on a 2-core machine). */
 static const unswag_cpu_options cpu_opts = {UNSWAG_PATH_VECTOR, 1};
 
 static unswag_status cpu_forward(const unswag_op *op, unswag_dtype dt, const void *x, void *y,
@@ -542,8 +541,8 @@ static XLA_FFI_Error *get_stream(XLA_FFI_CallFrame *f, const char *fn, void **st
   XLA_FFI_Error *err = f->api->XLA_FFI_Stream_Get(&args);
   if (err) return err;
   if (!args.stream)
-    return ffi_error(f->api, XLA_FFI_Error_Code_FAILED_PRECONDITION,
-                     "%s: XLA gave no CUDA stream", fn);
+    return ffi_error(f->api, XLA_FFI_Error_Code_FAILED_PRECONDITION, "%s: XLA gave no CUDA stream",
+                     fn);
   *stream = args.stream;
   return NULL;
 }

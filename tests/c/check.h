@@ -6,23 +6,23 @@
 
 static long check_passed, check_failed;
 
-#define CHECK(cond, ...)                                               \
-  do {                                                                 \
-    if (cond) {                                                        \
-      ++check_passed;                                                  \
-    } else {                                                           \
-      if (++check_failed <= 20) {                                      \
-        fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);           \
-        fprintf(stderr, __VA_ARGS__);                                  \
-        fprintf(stderr, "\n");                                         \
-      }                                                                \
-    }                                                                  \
+#define CHECK(cond, ...)                                     \
+  do {                                                       \
+    if (cond) {                                              \
+      ++check_passed;                                        \
+    } else {                                                 \
+      if (++check_failed <= 20) {                            \
+        fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+        fprintf(stderr, __VA_ARGS__);                        \
+        fprintf(stderr, "\n");                               \
+      }                                                      \
+    }                                                        \
   } while (0)
 
-#define CHECK_SUMMARY(name)                                            \
-  do {                                                                 \
+#define CHECK_SUMMARY(name)                                                   \
+  do {                                                                        \
     printf("%s: %ld passed, %ld failed\n", name, check_passed, check_failed); \
-    return check_failed ? 1 : 0;                                       \
+    return check_failed ? 1 : 0;                                              \
   } while (0)
 
 #endif

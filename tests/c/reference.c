@@ -20,7 +20,7 @@ static double f16_value(uint32_t h) {
 }
 
 double ref_load(unswag_dtype dt, const void *buf, size_t i) {
-  return dt == UNSWAG_F32 ? f32_value(ref_bits(dt, buf, i))
+  return dt == UNSWAG_F32   ? f32_value(ref_bits(dt, buf, i))
          : dt == UNSWAG_F16 ? f16_value(ref_bits(dt, buf, i))
                             : f32_value(ref_bits(dt, buf, i) << 16);
 }
@@ -91,8 +91,7 @@ double ref_activation(const unswag_op *op, double x) {
     case UNSWAG_RELU: return isnan(x) ? x : (x > 0 ? x : 0.0);
     case UNSWAG_LEAKY_RELU: return x > 0 ? x : x * (double)op->slope;
     case UNSWAG_RELU6: return isnan(x) ? x : (x <= 0 ? 0.0 : (x >= 6 ? 6.0 : x));
-    case UNSWAG_HARDTANH:
-      return isnan(x) ? x : (x <= op->lo ? op->lo : (x >= op->hi ? op->hi : x));
+    case UNSWAG_HARDTANH: return isnan(x) ? x : (x <= op->lo ? op->lo : (x >= op->hi ? op->hi : x));
     case UNSWAG_SILU: return x / (1.0 + exp(-x));
     case UNSWAG_GELU: return 0.5 * x * erfc(-x / sqrt(2.0));
     default: {

@@ -22,16 +22,16 @@
 
 static int n_pass, n_fail;
 
-#define CHECK(cond, ...)                                  \
-  do {                                                    \
-    if (cond) {                                           \
-      ++n_pass;                                           \
-    } else {                                              \
-      ++n_fail;                                           \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__);         \
-      printf(__VA_ARGS__);                                \
+#define CHECK(cond, ...)                                   \
+  do {                                                     \
+    if (cond) {                                            \
+      ++n_pass;                                            \
+    } else {                                               \
+      ++n_fail;                                            \
+      printf("FAIL %s:%d: ", __FILE__, __LINE__);          \
+      printf(__VA_ARGS__);                                 \
       printf("  [last error: %s]\n", unswag_last_error()); \
-    }                                                     \
+    }                                                      \
   } while (0)
 
 static const unswag_activation smooth[3] = {UNSWAG_SILU, UNSWAG_GELU, UNSWAG_GELU_TANH};
@@ -102,8 +102,7 @@ static void test_builtin_tables(void) {
       CHECK(!memcmp(table.levels, fresh.levels, (size_t)m * sizeof(float)),
             "%s/%d levels differ from a fresh fit (regenerate the tables)", name, bits);
       CHECK(!memcmp(&table.rms_error, &fresh.rms_error, sizeof(double)),
-            "%s/%d rms_error %.17g, fresh fit %.17g", name, bits, table.rms_error,
-            fresh.rms_error);
+            "%s/%d rms_error %.17g, fresh fit %.17g", name, bits, table.rms_error, fresh.rms_error);
       CHECK(table.rms_error > 0 && table.rms_error < prev_rms,
             "%s: rms at %d bits (%g) not below the previous (%g)", name, bits, table.rms_error,
             prev_rms);
@@ -278,8 +277,8 @@ static void test_fit_vs_brute_force(void) {
 static void test_fit_silu_brute_force(void) {
   enum { G = 256 };
   const double range = 8.0, h = 2 * range / G;
-  static const double gx[5] = {-0.9061798459386640, -0.5384693101056831, 0.0,
-                               0.5384693101056831, 0.9061798459386640};
+  static const double gx[5] = {-0.9061798459386640, -0.5384693101056831, 0.0, 0.5384693101056831,
+                               0.9061798459386640};
   static const double gw[5] = {0.2369268850561891, 0.4786286704993665, 0.5688888888888889,
                                0.4786286704993665, 0.2369268850561891};
   double pw[G + 1] = {0}, ps[G + 1] = {0}, pq[G + 1] = {0};
@@ -304,15 +303,15 @@ static void test_fit_silu_brute_force(void) {
   for (int b = 0; b < 3; ++b) {
     int bits = all_bits[b], m = 1 << bits, cuts[17];
     unswag_codebook cb;
-    CHECK(unswag_codebook_fit(act_deriv, &act, bits, &o, &cb) == UNSWAG_OK, "silu G=%d bits %d",
-          G, bits);
+    CHECK(unswag_codebook_fit(act_deriv, &act, bits, &o, &cb) == UNSWAG_OK, "silu G=%d bits %d", G,
+          bits);
     if (!book_cuts(&cb, -range, h, G, cuts)) {
       CHECK(0, "silu bits %d: boundaries not on cell edges", bits);
       continue;
     }
     double best = brute_force_cost(pw, ps, pq, G, m), got = cuts_cost(pw, ps, pq, cuts, m);
-    CHECK(fabs(got - best) <= 1e-7 * best, "silu bits %d: fit cost %.17g, brute force %.17g",
-          bits, got, best);
+    CHECK(fabs(got - best) <= 1e-7 * best, "silu bits %d: fit cost %.17g, brute force %.17g", bits,
+          got, best);
     /* the two quadratures differ by ~1e-10 in Q; the cost Q - S^2/W is ~1e-3
      * of Q at 4 bits, so compare the rms loosely */
     CHECK(fabs(cb.rms_error - sqrt(best / pw[G])) <= 1e-5 * cb.rms_error,
@@ -468,8 +467,8 @@ static void test_histograms(void) {
     for (int j = 0; j < m - 1; ++j) db = fmax(db, fabs(cb.boundaries[j] - ref.boundaries[j]));
     for (int j = 0; j < m; ++j) dl = fmax(dl, fabs(cb.levels[j] - ref.levels[j]));
     CHECK(fabs(cb.rms_error / ref.rms_error - 1) < 0.02 && db < 0.05 && dl < 0.01,
-          "silu/%d from %d samples: rms %g vs %g, max boundary diff %g, level diff %g",
-          all_bits[b], SAMPLES, cb.rms_error, ref.rms_error, db, dl);
+          "silu/%d from %d samples: rms %g vs %g, max boundary diff %g, level diff %g", all_bits[b],
+          SAMPLES, cb.rms_error, ref.rms_error, db, dl);
   }
 
   /* empty bins: fewer cells with weight than pieces, a gap, one bin */
@@ -486,7 +485,9 @@ static void test_histograms(void) {
     const double *c;
     size_t bins;
     size_t cells;
-  } cases[] = {{"sparse", sparse, 64, 0}, {"gap", gap, 64, 1024}, {"one bin", one, 1, 256},
+  } cases[] = {{"sparse", sparse, 64, 0},
+               {"gap", gap, 64, 1024},
+               {"one bin", one, 1, 256},
                {"sparse, coarse grid", sparse, 64, 256}};
   for (size_t t = 0; t < sizeof cases / sizeof cases[0]; ++t)
     for (int b = 0; b < 4; ++b) {
@@ -635,11 +636,16 @@ static void test_bad_input(void) {
     double c0;
     size_t bins;
     double lo, hi, range;
-  } hists[] = {{"0 bins", 1, 0, -1, 1, 0},        {"lo == hi", 1, 4, 1, 1, 0},
-               {"lo > hi", 1, 4, 2, 1, 0},        {"NaN lo", 1, 4, NAN, 1, 0},
-               {"inf hi", 1, 4, -1, INFINITY, 0}, {"hi - lo overflows", 1, 4, -DBL_MAX, DBL_MAX, 0},
-               {"negative count", -1, 4, -1, 1, 0}, {"NaN count", NAN, 4, -1, 1, 0},
-               {"inf count", INFINITY, 4, -1, 1, 0}, {"count sum overflows", DBL_MAX, 4, -1, 1, 0},
+  } hists[] = {{"0 bins", 1, 0, -1, 1, 0},
+               {"lo == hi", 1, 4, 1, 1, 0},
+               {"lo > hi", 1, 4, 2, 1, 0},
+               {"NaN lo", 1, 4, NAN, 1, 0},
+               {"inf hi", 1, 4, -1, INFINITY, 0},
+               {"hi - lo overflows", 1, 4, -DBL_MAX, DBL_MAX, 0},
+               {"negative count", -1, 4, -1, 1, 0},
+               {"NaN count", NAN, 4, -1, 1, 0},
+               {"inf count", INFINITY, 4, -1, 1, 0},
+               {"count sum overflows", DBL_MAX, 4, -1, 1, 0},
                {"no mass inside the grid", 1, 4, 10, 20, 4}};
   for (size_t i = 0; i < sizeof hists / sizeof hists[0]; ++i) {
     double c[4] = {hists[i].c0, good[1], good[2], hists[i].c0 == DBL_MAX ? DBL_MAX : good[3]};
@@ -684,8 +690,8 @@ static void test_validate(void) {
     const char *name;
     int is_level, index;
     float value;
-  } bad[] = {{"unsorted", 0, 3, 5.0f},          {"equal boundaries", 0, 3, 0},
-             {"NaN boundary", 0, 0, NAN},       {"inf boundary", 0, 14, INFINITY},
+  } bad[] = {{"unsorted", 0, 3, 5.0f},           {"equal boundaries", 0, 3, 0},
+             {"NaN boundary", 0, 0, NAN},        {"inf boundary", 0, 14, INFINITY},
              {"-inf boundary", 0, 0, -INFINITY}, {"NaN level", 1, 7, NAN},
              {"inf level", 1, 15, INFINITY}};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {

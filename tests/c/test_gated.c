@@ -164,8 +164,7 @@ static int nan_canonical(unswag_dtype dt, uint32_t b) {
 
 /* ---- the shared element math, one element at a time (not vectorised) ------------- */
 
-NOINLINE static uint32_t one_fwd(unswag_activation act, unswag_dtype dt, uint32_t g,
-                                 uint32_t u) {
+NOINLINE static uint32_t one_fwd(unswag_activation act, unswag_dtype dt, uint32_t g, uint32_t u) {
   if (dt == UNSWAG_F32) return us_gated_fwd32(act, g, u);
   return us_gated_fwd16(act, dt == UNSWAG_BF16, (uint16_t)g, (uint16_t)u);
 }
@@ -205,12 +204,13 @@ static uint32_t random_factor(unswag_dtype dt) {
 }
 
 static const float SPECIALS[] = {
-    0.0f,           -0.0f,           INFINITY,      -INFINITY,    NAN,           -NAN,
-    1e-45f,         -1e-45f,         1.17549435e-38f, -1.17549435e-38f, 3.4028235e38f,
-    -3.4028235e38f, 1.0f,            -1.0f,         -1.2784645f,  -0.75179434f,  -0.7517915f,
-    -10.0f,         -20.0f,          -40.0f,        -90.0f,       -104.0f,       -700.0f,
-    -750.0f,        9.0f,            15.9f,         16.0f,         16.1f,         30.0f,
-    88.7f,          -88.7f,          1e10f,         -1e10f,        1e20f,         -1e20f};
+    0.0f,          -0.0f,          INFINITY, -INFINITY,       NAN,
+    -NAN,          1e-45f,         -1e-45f,  1.17549435e-38f, -1.17549435e-38f,
+    3.4028235e38f, -3.4028235e38f, 1.0f,     -1.0f,           -1.2784645f,
+    -0.75179434f,  -0.7517915f,    -10.0f,   -20.0f,          -40.0f,
+    -90.0f,        -104.0f,        -700.0f,  -750.0f,         9.0f,
+    15.9f,         16.0f,          16.1f,    30.0f,           88.7f,
+    -88.7f,        1e10f,          -1e10f,   1e20f,           -1e20f};
 
 /* ---- the value sweep ------------------------------------------------------------- */
 
@@ -226,8 +226,8 @@ static void check_values(unswag_activation act, unswag_dtype dt, const void *g, 
   }
   unswag_status s1 = unswag_gated_forward(act, dt, g, u, h, n);
   unswag_status s2 = unswag_gated_backward(act, dt, dh, g, u, dg, du, n);
-  CHECK(s1 == UNSWAG_OK && s2 == UNSWAG_OK, "%s %s: status %d %d (%s)",
-        unswag_activation_name(act), DT_NAMES[dt], s1, s2, unswag_last_error());
+  CHECK(s1 == UNSWAG_OK && s2 == UNSWAG_OK, "%s %s: status %d %d (%s)", unswag_activation_name(act),
+        DT_NAMES[dt], s1, s2, unswag_last_error());
 
   const double zero = grad_zero(act);
   long bad_h = 0, bad_du = 0, bad_dg = 0, bad_bits = 0, bad_nan = 0, bad_grad = 0;
@@ -276,9 +276,8 @@ static void check_values(unswag_activation act, unswag_dtype dt, const void *g, 
     }
     if (!dg_ok(dt, dgb, dg_ref, dhv * uv, near_zero)) {
       if (!bad_dg++)
-        fprintf(stderr, "  %s %s: g=%a u=%a dh=%a dg=%a want %a\n",
-                unswag_activation_name(act), DT_NAMES[dt], gv, uv, dhv, decode(dt, dgb),
-                dg_ref);
+        fprintf(stderr, "  %s %s: g=%a u=%a dh=%a dg=%a want %a\n", unswag_activation_name(act),
+                DT_NAMES[dt], gv, uv, dhv, decode(dt, dgb), dg_ref);
     }
   }
   const char *an = unswag_activation_name(act);
@@ -353,8 +352,8 @@ static void check_tails(unswag_activation act, unswag_dtype dt) {
       ok = ok && guards_ok(out[0], BUF, h, n * es) && guards_ok(out[1], BUF, dg, n * es) &&
            guards_ok(out[2], BUF, du, n * es);
       if (!ok && !bad++)
-        fprintf(stderr, "  tails: %s %s n=%zu off=%d\n", unswag_activation_name(act),
-                DT_NAMES[dt], n, off);
+        fprintf(stderr, "  tails: %s %s n=%zu off=%d\n", unswag_activation_name(act), DT_NAMES[dt],
+                n, off);
     }
   }
   CHECK(bad == 0, "tails: %s %s: %ld (n, offset) cases wrong", unswag_activation_name(act),
@@ -443,8 +442,7 @@ static void expect_fail(const char *what, unswag_status want, unswag_activation 
   }
   if (!(null_mask & 8)) { /* backward has no h */
     s = unswag_gated_backward(act, dt, dh, g, u, dg, du, n);
-    CHECK(s == want, "%s: backward status %d, want %d (%s)", what, s, want,
-          unswag_last_error());
+    CHECK(s == want, "%s: backward status %d, want %d (%s)", what, s, want, unswag_last_error());
     CHECK(s == UNSWAG_OK || unswag_last_error()[0] != '\0', "%s: no error detail", what);
   }
   int untouched = 1;
@@ -454,19 +452,20 @@ static void expect_fail(const char *what, unswag_status want, unswag_activation 
 }
 
 static void check_bad_input(void) {
-  static const int bad_acts[] = {UNSWAG_RELU, UNSWAG_LEAKY_RELU, UNSWAG_RELU6, UNSWAG_HARDTANH,
-                                 UNSWAG_ACTIVATION_COUNT_, -1, 1000};
+  static const int bad_acts[] = {
+      UNSWAG_RELU, UNSWAG_LEAKY_RELU, UNSWAG_RELU6, UNSWAG_HARDTANH, UNSWAG_ACTIVATION_COUNT_, -1,
+      1000};
   for (size_t k = 0; k < sizeof bad_acts / sizeof *bad_acts; ++k)
-    expect_fail("activation", UNSWAG_ERR_BAD_ACTIVATION, (unswag_activation)bad_acts[k],
-                UNSWAG_F16, 8, 0);
-  expect_fail("activation before dtype", UNSWAG_ERR_BAD_ACTIVATION, UNSWAG_RELU,
-              (unswag_dtype)7, 8, 0);
+    expect_fail("activation", UNSWAG_ERR_BAD_ACTIVATION, (unswag_activation)bad_acts[k], UNSWAG_F16,
+                8, 0);
+  expect_fail("activation before dtype", UNSWAG_ERR_BAD_ACTIVATION, UNSWAG_RELU, (unswag_dtype)7, 8,
+              0);
   expect_fail("dtype", UNSWAG_ERR_BAD_DTYPE, UNSWAG_SILU, UNSWAG_DTYPE_COUNT_, 8, 0);
   expect_fail("dtype -1", UNSWAG_ERR_BAD_DTYPE, UNSWAG_GELU, (unswag_dtype)-1, 8, 0);
-  expect_fail("size overflow", UNSWAG_ERR_SIZE_OVERFLOW, UNSWAG_SILU, UNSWAG_F16,
-              SIZE_MAX / 4 + 1, 0);
-  expect_fail("size overflow f32", UNSWAG_ERR_SIZE_OVERFLOW, UNSWAG_GELU_TANH, UNSWAG_F32,
-              SIZE_MAX, 0);
+  expect_fail("size overflow", UNSWAG_ERR_SIZE_OVERFLOW, UNSWAG_SILU, UNSWAG_F16, SIZE_MAX / 4 + 1,
+              0);
+  expect_fail("size overflow f32", UNSWAG_ERR_SIZE_OVERFLOW, UNSWAG_GELU_TANH, UNSWAG_F32, SIZE_MAX,
+              0);
   for (int bit = 0; bit < 6; ++bit) {
     char what[64];
     snprintf(what, sizeof what, "NULL pointer %d", bit);
@@ -528,9 +527,10 @@ int main(void) {
     }
     free(g);
   }
-  printf("near the zero of act': worst |act' error| %.3g (float; bound %.3g), %.3g (double; "
-         "bound %.3g); %ld dg checked by the absolute bound\n",
-         worst_near_zero[0], DG_TOL_16, worst_near_zero[1], DG_TOL_32, near_zero_fallbacks);
+  printf(
+      "near the zero of act': worst |act' error| %.3g (float; bound %.3g), %.3g (double; "
+      "bound %.3g); %ld dg checked by the absolute bound\n",
+      worst_near_zero[0], DG_TOL_16, worst_near_zero[1], DG_TOL_32, near_zero_fallbacks);
   CHECK(worst_near_zero[0] <= DG_TOL_16 && worst_near_zero[1] <= DG_TOL_32,
         "act' error near its zero beyond the bound");
   CHECK_SUMMARY("test_gated");

@@ -2,7 +2,10 @@
  *  - fp16 / bf16: all 65,536 bit patterns, every activation and k;
  *  - fp32: 10^6 random values (random bit patterns and normals) plus specials;
  *  - scalar, vectorised and threaded paths write the same bytes, run after run;
- *  - every n from 0 to 300 at unaligned offsets, with guard bytes. */
+ *  - every n from 0 to 300 at unaligned offsets, with guard bytes.
+ * Quick mode (argument --quick or UNSWAG_TEST_QUICK=1; the sanitizer and
+ * clang runs of scripts/test.sh): every 13th 16-bit pattern (all exponents,
+ * both signs), 10^5 fp32 values, tails for every n at 2 of the 5 offsets. */
 #include <math.h>
 #define UNSWAG_PI 3.14159265358979323846
 #include <stdlib.h>
@@ -42,25 +45,31 @@ static int make_ops(unswag_op *ops) {
   return k;
 }
 
+static int quick; /* see the top of the file */
+
+/* exhaustive: 16-bit pattern i (quick: 13 i mod 2^16, all distinct) */
 static void fill_inputs(unswag_dtype dt, void *x, size_t n, int exhaustive) {
   for (size_t i = 0; i < n; ++i) {
     if (dt != UNSWAG_F32) {
-      uint16_t h = (uint16_t)(exhaustive ? i : rng());
+      uint16_t h = (uint16_t)(exhaustive ? (quick ? 13 * i : i) : rng());
       memcpy((char *)x + 2 * i, &h, 2);
       continue;
     }
     float f;
     uint32_t u = (uint32_t)rng();
-    if (i % 3 == 0) memcpy(&f, &u, 4);          /* any bit pattern */
+    if (i % 3 == 0) memcpy(&f, &u, 4);                  /* any bit pattern */
     else if (i % 3 == 1) f = (float)(3 * rng_normal()); /* typical values */
-    else f = (float)(20 * rng_normal());          /* tails */
+    else f = (float)(20 * rng_normal());                /* tails */
     memcpy((char *)x + 4 * i, &f, 4);
   }
 }
 
-static const float SPECIALS[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, -NAN, 1e-45f, -1e-45f,
-                                 1.17549435e-38f, -1.17549435e-38f, 3.4028235e38f, -3.4028235e38f,
-                                 6.0f, -1.0f, 1.0f, 2.5f, -0.75f, 88.7f, -88.7f, -103.0f, -13.0f};
+static const float SPECIALS[] = {
+    0.0f,          -0.0f,          INFINITY, -INFINITY,       NAN,
+    -NAN,          1e-45f,         -1e-45f,  1.17549435e-38f, -1.17549435e-38f,
+    3.4028235e38f, -3.4028235e38f, 6.0f,     -1.0f,           1.0f,
+    2.5f,          -0.75f,         88.7f,    -88.7f,          -103.0f,
+    -13.0f};
 
 /* Checks one forward + backward of op on x[0..n) in every path. */
 static void check_op(const unswag_op *op, unswag_dtype dt, const void *x, size_t n,
@@ -102,23 +111,25 @@ static void check_op(const unswag_op *op, unswag_dtype dt, const void *x, size_t
     double xv = ref_load(dt, x, i);
     uint32_t c = ref_unpack(codes[0], i, op->bits);
     if (c != ref_code(op, &cb, (float)xv)) {
-      if (!bad_code++) fprintf(stderr, "  %s: x=%a code %u want %u\n", what, xv, c,
-                               ref_code(op, &cb, (float)xv));
+      if (!bad_code++)
+        fprintf(stderr, "  %s: x=%a code %u want %u\n", what, xv, c, ref_code(op, &cb, (float)xv));
     }
     uint32_t want = ref_round_bits(dt, ref_activation(op, xv));
     uint64_t d = ref_ulp_diff(dt, ref_bits(dt, y[0], i), want);
     if (exact ? d != 0 : d > 1) {
-      if (!bad_y++) fprintf(stderr, "  %s: x=%a y=%a ulps %llu\n", what, xv,
-                            ref_load(dt, y[0], i), (unsigned long long)d);
+      if (!bad_y++)
+        fprintf(stderr, "  %s: x=%a y=%a ulps %llu\n", what, xv, ref_load(dt, y[0], i),
+                (unsigned long long)d);
     }
     /* computed NaNs are the canonical quiet NaN on every backend */
-    if (!exact && isnan(ref_load(dt, y[0], i)) && ref_bits(dt, y[0], i) != ref_round_bits(dt, NAN)) {
+    if (!exact && isnan(ref_load(dt, y[0], i)) &&
+        ref_bits(dt, y[0], i) != ref_round_bits(dt, NAN)) {
       if (!bad_y++) fprintf(stderr, "  %s: non-canonical NaN %x\n", what, ref_bits(dt, y[0], i));
     }
     uint32_t want_dx = ref_backward_bits(op, &cb, dt, ref_bits(dt, dy, i), c);
     if (ref_bits(dt, dx[0], i) != want_dx) {
-      if (!bad_dx++) fprintf(stderr, "  %s: dx bits %x want %x\n", what,
-                             ref_bits(dt, dx[0], i), want_dx);
+      if (!bad_dx++)
+        fprintf(stderr, "  %s: dx bits %x want %x\n", what, ref_bits(dt, dx[0], i), want_dx);
     }
   }
   CHECK(bad_code == 0, "%s: %ld codes differ from the reference bucket", what, bad_code);
@@ -154,7 +165,7 @@ static void check_tails(const unswag_op *op, unswag_dtype dt) {
   unsigned char *xbuf = malloc((N + 8) * es + PAD);
   fill_inputs(dt, xbuf, N + 8, 0);
   for (size_t n = 0; n <= N; ++n) {
-    for (int off = 0; off < 5; ++off) {
+    for (int off = 0; off < 5; off += quick ? 4 : 1) {
       /* off 4: an odd byte address (not even element-aligned) */
       size_t byte_off = off < 4 ? (size_t)off * es : 1;
       const unsigned char *x = xbuf + byte_off;
@@ -165,7 +176,8 @@ static void check_tails(const unswag_op *op, unswag_dtype dt) {
       memset(ybuf, 0xA5, sizeof ybuf);
       memset(cbuf, 0xA5, sizeof cbuf);
       memset(dxbuf, 0xA5, sizeof dxbuf);
-      unsigned char *y = ybuf + PAD + byte_off, *codes = cbuf + PAD + off, *dx = dxbuf + PAD + byte_off;
+      unsigned char *y = ybuf + PAD + byte_off, *codes = cbuf + PAD + off,
+                    *dx = dxbuf + PAD + byte_off;
       unswag_cpu_options scalar = {UNSWAG_PATH_SCALAR, 0};
       unswag_forward_advanced(op, dt, x, yref, cref, n, &scalar);
       unswag_backward_advanced(op, dt, x, cref, dxref, n, &scalar); /* x as dy */
@@ -180,8 +192,8 @@ static void check_tails(const unswag_op *op, unswag_dtype dt) {
         if ((dxbuf + i < dx || dxbuf + i >= dx + n * es) && dxbuf[i] != 0xA5) ok = 0;
       for (size_t i = 0; i < sizeof cbuf; ++i)
         if ((cbuf + i < codes || cbuf + i >= codes + cbytes) && cbuf[i] != 0xA5) ok = 0;
-      CHECK(ok, "tails: %s %s bits=%d n=%zu off=%d", unswag_activation_name(op->act),
-            DT_NAMES[dt], op->bits, n, off);
+      CHECK(ok, "tails: %s %s bits=%d n=%zu off=%d", unswag_activation_name(op->act), DT_NAMES[dt],
+            op->bits, n, off);
     }
   }
   free(xbuf);
@@ -207,24 +219,28 @@ static void check_in_place(const unswag_op *op, unswag_dtype dt) {
   free(x), free(y), free(buf), free(c1), free(c2);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+  const char *env = getenv("UNSWAG_TEST_QUICK");
+  quick = (argc > 1 && strcmp(argv[1], "--quick") == 0) || (env && strcmp(env, "1") == 0);
+  const size_t n32 = quick ? 100000 : 1000000, n16 = quick ? 65536 / 13 + 1 : 65536;
   unswag_op ops[16];
   int nops = make_ops(ops);
   char what[128];
   for (int d = 0; d < 3; ++d) {
     unswag_dtype dt = DTYPES[d];
-    size_t n = dt == UNSWAG_F32 ? 1000000 + sizeof SPECIALS / sizeof *SPECIALS : 65536;
+    size_t n = dt == UNSWAG_F32 ? n32 + sizeof SPECIALS / sizeof *SPECIALS : n16;
     void *x = malloc(n * unswag_dtype_size(dt));
     fill_inputs(dt, x, n, 1);
-    if (dt == UNSWAG_F32) memcpy((float *)x + 1000000, SPECIALS, sizeof SPECIALS);
+    if (dt == UNSWAG_F32) memcpy((float *)x + n32, SPECIALS, sizeof SPECIALS);
     for (int k = 0; k < nops; ++k) {
-      snprintf(what, sizeof what, "%s %s bits=%d", unswag_activation_name(ops[k].act),
-               DT_NAMES[d], ops[k].bits);
+      snprintf(what, sizeof what, "%s %s bits=%d", unswag_activation_name(ops[k].act), DT_NAMES[d],
+               ops[k].bits);
       check_op(&ops[k], dt, x, n, what);
       check_tails(&ops[k], dt);
       check_in_place(&ops[k], dt);
     }
     free(x);
   }
+  if (quick) printf("test_kernels: quick mode (a sample of the inputs)\n");
   CHECK_SUMMARY("test_kernels");
 }

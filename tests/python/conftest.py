@@ -33,7 +33,7 @@ if HAVE_TORCH:
             try:
                 st = t.untyped_storage()
                 seen[st.data_ptr()] = max(seen.get(st.data_ptr(), 0), st.nbytes())
-            except Exception:  # noqa: BLE001 - e.g. sparse/meta
+            except Exception:
                 pass
             return t
 

@@ -7,10 +7,9 @@ import pytest
 
 jax = pytest.importorskip("jax")
 pytest.importorskip("flax")
-import jax.numpy as jnp  # noqa: E402
-from flax import linen as nn  # noqa: E402
+from flax import linen as nn
 
-from unswag.jax import flax as ujf  # noqa: E402
+from unswag.jax import flax as ujf
 
 
 class _MLP(nn.Module):
@@ -35,7 +34,7 @@ def test_linen_relu_grads_exact():
     x = jax.random.normal(jax.random.PRNGKey(0), (8, 5))
     m = _MLP(ujf.ReLU())
     params = m.init(jax.random.PRNGKey(1), x)
-    loss = lambda p, mod: (mod.apply(p, x) ** 2).sum()  # noqa: E731
+    loss = lambda p, mod: (mod.apply(p, x) ** 2).sum()
     g = jax.jit(jax.grad(lambda p: loss(p, m)))(params)
     g_ref = jax.jit(jax.grad(lambda p: loss(p, _Ref())))(params)
     # The relu derivative is exact (tests/python/test_jax_ops.py checks dx bit for bit on

@@ -10,15 +10,14 @@ import ctypes
 import os
 
 import numpy as np
-
 import pytest
 
 jax = pytest.importorskip("jax")
-import jax.numpy as jnp  # noqa: E402
-import ml_dtypes  # noqa: E402  (a jax dependency)
+import jax.numpy as jnp
+import ml_dtypes
 
-import unswag.jax as uj  # noqa: E402
-from unswag import _native  # noqa: E402
+import unswag.jax as uj
+from unswag import _native
 
 BACKEND = jax.default_backend()
 HAVE_LIB = _native.available()
@@ -326,7 +325,7 @@ def test_kbit_gradient_within_codebook_bound(act, bits, impl):
 def test_bound_is_attained_on_the_grid():
     """The bound is the max over pieces of |f' - level| (endpoint check by hand)."""
     act, bits = "silu", 1
-    b, lv, _ = uj.builtin_codebook(act, bits)
+    _, lv, _ = uj.builtin_codebook(act, bits)
     # f' of silu tends to 0 at -inf... and exceeds 1 near 1.28; on [0, 30] the worst
     # difference from level[1] is at x = 0 (f'=0.5) or the max of f' (~1.0998)
     fmax = max(uj.exact_derivative(act, np.linspace(0, 30, 100001)))
@@ -344,7 +343,7 @@ def test_bound_is_attained_on_the_grid():
 def test_residual_is_packed_code(act, bits, impl, shape):
     n = int(np.prod(shape))
     x = jax.random.normal(jax.random.PRNGKey(0), shape, jnp.bfloat16)
-    f = lambda x: uj.activation(x, act, bits, impl=impl)  # noqa: E731
+    f = lambda x: uj.activation(x, act, bits, impl=impl)
     _, vjp = jax.vjp(f, x)
     leaves = [np.asarray(v) for v in jax.tree_util.tree_leaves(vjp)
               if hasattr(v, "dtype") and hasattr(v, "shape")]
@@ -359,8 +358,9 @@ def test_residual_is_packed_code(act, bits, impl, shape):
 
 
 def test_print_saved_residuals_reports_uint8():
-    import io
     import contextlib
+    import io
+
     from jax.ad_checkpoint import print_saved_residuals
     x = jnp.ones((4096,), jnp.float32)
     buf = io.StringIO()
@@ -376,7 +376,7 @@ def test_print_saved_residuals_reports_uint8():
 def test_vmap_matches_per_example(impl):
     rng = np.random.default_rng(6)
     x = jnp.asarray(rng.standard_normal((5, 3, 13)).astype(np.float32))  # 39*4 bits: not bytes
-    f = lambda x: uj.silu(x, 4, impl=impl)  # noqa: E731
+    f = lambda x: uj.silu(x, 4, impl=impl)
     y_v = jax.vmap(f)(x)
     np.testing.assert_array_equal(np.asarray(y_v), np.asarray(f(x)))
     g_v = jax.vmap(jax.grad(lambda x: (f(x) ** 2).sum()))(x)
@@ -405,8 +405,8 @@ def test_shapes(shape, impl):
         jax.grad(lambda x: jax.nn.relu(x).sum())(x)))
 
 
-def test_seed_example():
-    """The seed's usage, as written."""
+def test_package_level_unswag_relu():
+    """`from unswag import unswag_relu`: the package-level name of unswag.jax.relu."""
     from unswag import unswag_relu
     x = jax.random.normal(jax.random.PRNGKey(0), (8, 128))
     y = unswag_relu(x)
@@ -508,9 +508,9 @@ def test_ffi_handler_typed_errors():
 
     ok = call(jnp.ones(8), 1, act=np.int32(0), bits=np.int32(1))
     assert np.asarray(ok[1]).tolist() == [255]
-    with pytest.raises(Exception, match="INVALID_ARGUMENT.*codes has 3 bytes"):
+    with pytest.raises(Exception, match=r"INVALID_ARGUMENT.*codes has 3 bytes"):
         call(jnp.ones(8), 3, act=np.int32(0), bits=np.int32(1))
-    with pytest.raises(Exception, match="INVALID_ARGUMENT.*int32"):
+    with pytest.raises(Exception, match=r"INVALID_ARGUMENT.*int32"):
         call(jnp.ones(8, jnp.int32), 1, act=np.int32(0), bits=np.int32(1))
     with pytest.raises(Exception, match="UNSWAG_ERR_BAD_BITS"):
         call(jnp.ones(8), 3, act=np.int32(4), bits=np.int32(3))

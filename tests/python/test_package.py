@@ -38,6 +38,7 @@ def test_info_cli():
                        timeout=300, env={**os.environ, "UNSWAG_INFO_JAX": "0"})
     assert r.returncode == 0, r.stderr
     out = r.stdout
-    for word in ("unswag 0.1.0", "native library", "build:", "CUDA kernels", "devices:",
-                 "relu", "exact, 1 bit", "silu", "gated MLP"):
+    import unswag
+    for word in (f"unswag {unswag.__version__}", "native library", "build:", "CUDA kernels",
+                 "devices:", "relu", "exact, 1 bit", "silu", "gated MLP"):
         assert word in out, word

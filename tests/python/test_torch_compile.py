@@ -2,8 +2,8 @@
 import pytest
 
 torch = pytest.importorskip("torch")
-import conftest as C  # noqa: E402
-import unswag.torch as ut  # noqa: E402
+import conftest as C
+import unswag.torch as ut
 
 
 class Small(torch.nn.Module):

@@ -10,9 +10,9 @@ torch = pytest.importorskip("torch")
 if not torch.cuda.is_available():
     pytest.skip("no CUDA device", allow_module_level=True)
 
-import conftest as C  # noqa: E402
-import unswag.torch as ut  # noqa: E402
-from unswag import _native as N  # noqa: E402
+import conftest as C
+import unswag.torch as ut
+from unswag import _native as N
 
 if not N.cuda_built():
     pytest.skip("libunswag built without CUDA", allow_module_level=True)
@@ -187,7 +187,7 @@ def test_compile_inductor_matches_eager_on_cuda():
 def test_llama_surgery_on_cuda_exact_and_removable():
     pytest.importorskip("transformers")
     from unswag import apply_unswag_surgery, remove_unswag_surgery
-    build, batch, _, _ = C.MODELS["llama"]
+    build, _batch, _, _ = C.MODELS["llama"]
 
     def lm_batch(m):
         g = torch.Generator(device="cuda").manual_seed(1)

@@ -3,8 +3,8 @@ tiles that do not divide the token count, frozen weights, autocast."""
 import pytest
 
 torch = pytest.importorskip("torch")
-import conftest as C  # noqa: E402
-from unswag.torch.gated import gated_mlp, gated_mlp_weights  # noqa: E402
+import conftest as C
+from unswag.torch.gated import gated_mlp, gated_mlp_weights
 
 F = torch.nn.functional
 ACTS = {"silu": F.silu, "gelu": F.gelu, "gelu_tanh": lambda t: F.gelu(t, approximate="tanh")}

@@ -3,9 +3,9 @@ without a (tokens x vocab) tensor kept for backward."""
 import pytest
 
 torch = pytest.importorskip("torch")
-import conftest as C  # noqa: E402
-from unswag import apply_unswag_surgery, remove_unswag_surgery  # noqa: E402
-from unswag.torch.lm_loss import causal_lm_loss, linear_cross_entropy  # noqa: E402
+import conftest as C
+from unswag import apply_unswag_surgery, remove_unswag_surgery
+from unswag.torch.lm_loss import causal_lm_loss, linear_cross_entropy
 
 F = torch.nn.functional
 
@@ -118,7 +118,7 @@ def test_models_equal_unpatched(name):
 
 
 def test_softcapped_model_left_alone_and_default_off():
-    build, batch, _, _ = C.MODELS["gemma2"]
+    build, _batch, _, _ = C.MODELS["gemma2"]
     m = build()
     rep = apply_unswag_surgery(m, lm_loss="chunked")
     assert any("softcapping" in why for _, why in rep.left_alone), str(rep)

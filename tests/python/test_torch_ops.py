@@ -4,13 +4,14 @@ import math
 import pytest
 
 torch = pytest.importorskip("torch")
-import unswag.torch as ut  # noqa: E402
-from unswag import _native as N  # noqa: E402
+import unswag.torch as ut
+from unswag import _native as N
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 EXACT = [  # (name, unswag fn, torch reference fn)
     ("relu", lambda x: ut.relu(x), torch.relu),
-    ("leaky_relu", lambda x: ut.leaky_relu(x, 0.2), lambda x: torch.nn.functional.leaky_relu(x, 0.2)),
+    ("leaky_relu", lambda x: ut.leaky_relu(x, 0.2),
+     lambda x: torch.nn.functional.leaky_relu(x, 0.2)),
     ("relu6", lambda x: ut.relu6(x), torch.nn.functional.relu6),
     ("hardtanh", lambda x: ut.hardtanh(x, -0.5, 2.0),
      lambda x: torch.nn.functional.hardtanh(x, -0.5, 2.0)),

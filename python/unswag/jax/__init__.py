@@ -14,7 +14,9 @@ same code bytes elsewhere (TPU, or without the native library);
 impl="ffi" or impl="pure" forces one.  Importing this module registers the
 FFI handlers (see `ffi_status()`).
 """
-from ._ops import (  # noqa: F401
+from ._ffi import ensure_registered as _ensure_registered
+from ._ffi import status as ffi_status
+from ._ops import (
     DEFAULT_BITS,
     Spec,
     activation,
@@ -32,11 +34,25 @@ from ._ops import (  # noqa: F401
     relu6,
     silu,
 )
-from ._ffi import status as ffi_status  # noqa: F401
-from ._ffi import ensure_registered as _ensure_registered
 
 _ensure_registered()
 
-__all__ = ["relu", "leaky_relu", "relu6", "hardtanh", "silu", "gelu", "activation",
-           "forward", "backward", "code_bytes", "builtin_codebook", "gradient_error_bound",
-           "ffi_status", "DEFAULT_BITS"]
+__all__ = [
+    "DEFAULT_BITS",
+    "Spec",
+    "activation",
+    "backward",
+    "builtin_codebook",
+    "code_bytes",
+    "exact_derivative",
+    "ffi_status",
+    "forward",
+    "gelu",
+    "gradient_error_bound",
+    "hardtanh",
+    "leaky_relu",
+    "make_spec",
+    "relu",
+    "relu6",
+    "silu",
+]

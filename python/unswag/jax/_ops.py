@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +15,7 @@ SUPPORTED_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.float16), jnp.dtype(jn
 SMOOTH = ("silu", "gelu", "gelu_tanh")
 EXACT = ("relu", "leaky_relu", "relu6", "hardtanh")
 IMPLS = ("auto", "ffi", "pure")
-DEFAULT_BITS = 4  # smooth activations
+DEFAULT_BITS = _native.DEFAULT_BITS  # smooth activations
 
 
 class Spec(NamedTuple):
@@ -33,8 +33,8 @@ class Spec(NamedTuple):
 
 # ---- codebooks ------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
-def builtin_codebook(act: str, bits: int):
+@functools.cache
+def builtin_codebook(act: str, bits: int) -> tuple[tuple[float, ...], tuple[float, ...], float]:
     """(boundaries, levels, rms_error) of a built-in table: from libunswag
     when it loads, else from the shipped copy (_codebooks.py)."""
     if _native.available():
@@ -80,8 +80,8 @@ def _custom_codebook(codebook, bits):
     return b, lv
 
 
-def make_spec(act, bits=None, *, slope=0.01, lo=-1.0, hi=1.0, codebook=None,
-              impl="auto") -> Spec:
+def make_spec(act: str, bits: int | None = None, *, slope: float = 0.01, lo: float = -1.0,
+              hi: float = 1.0, codebook: Any = None, impl: str = "auto") -> Spec:
     """Validates the static arguments; raises ValueError with what is wrong."""
     if act not in _native.ACTIVATIONS:
         raise ValueError(f"unknown activation {act!r}; expected one of "
@@ -182,7 +182,7 @@ def _apply_bwd(spec, codes, g):
 _apply.defvjp(_apply_fwd, _apply_bwd)
 
 
-def apply(x, spec: Spec):
+def apply(x: jax.Array, spec: Spec) -> jax.Array:
     x = jnp.asarray(x)
     _check_dtype(spec, x)
     return _apply(spec, x)
@@ -190,43 +190,50 @@ def apply(x, spec: Spec):
 
 # ---- public functions ---------------------------------------------------------------------
 
-def activation(x, act, bits=None, *, slope=0.01, lo=-1.0, hi=1.0, codebook=None,
-               impl="auto"):
+def activation(x: jax.Array, act: str, bits: int | None = None, *, slope: float = 0.01,
+               lo: float = -1.0, hi: float = 1.0, codebook: Any = None,
+               impl: str = "auto") -> jax.Array:
     """Any supported activation by name; see relu/silu/gelu for the arguments."""
     return apply(x, make_spec(act, bits, slope=slope, lo=lo, hi=hi, codebook=codebook,
                               impl=impl))
 
 
-def relu(x, bits=1, *, impl="auto"):
+def relu(x: jax.Array, bits: int = 1, *, impl: str = "auto") -> jax.Array:
     """relu(x) = max(x, 0); the backward keeps 1 bit an element and is exact."""
     return apply(x, make_spec("relu", bits, impl=impl))
 
 
-def leaky_relu(x, negative_slope=0.01, bits=1, *, impl="auto"):
+def leaky_relu(x: jax.Array, negative_slope: float = 0.01, bits: int = 1, *,
+               impl: str = "auto") -> jax.Array:
     """x if x > 0 else negative_slope * x (fp32 product); exact 1-bit backward."""
     return apply(x, make_spec("leaky_relu", bits, slope=negative_slope, impl=impl))
 
 
-def relu6(x, bits=1, *, impl="auto"):
+def relu6(x: jax.Array, bits: int = 1, *, impl: str = "auto") -> jax.Array:
     return apply(x, make_spec("relu6", bits, impl=impl))
 
 
-def hardtanh(x, min_val=-1.0, max_val=1.0, bits=1, *, impl="auto"):
+def hardtanh(x: jax.Array, min_val: float = -1.0, max_val: float = 1.0, bits: int = 1, *,
+             impl: str = "auto") -> jax.Array:
     return apply(x, make_spec("hardtanh", bits, lo=min_val, hi=max_val, impl=impl))
 
 
-def silu(x, bits=DEFAULT_BITS, *, codebook=None, impl="auto"):
+def silu(x: jax.Array, bits: int = DEFAULT_BITS, *, codebook: Any = None,
+         impl: str = "auto") -> jax.Array:
     """x * sigmoid(x), exact forward; backward dy * level[code] with a k-bit code."""
     return apply(x, make_spec("silu", bits, codebook=codebook, impl=impl))
 
 
-def gelu(x, bits=DEFAULT_BITS, approximate=False, *, codebook=None, impl="auto"):
+def gelu(x: jax.Array, bits: int = DEFAULT_BITS, approximate: bool = False, *,
+         codebook: Any = None, impl: str = "auto") -> jax.Array:
     """GELU (erf form, or tanh form with approximate=True), k-bit backward."""
     act = "gelu_tanh" if approximate else "gelu"
     return apply(x, make_spec(act, bits, codebook=codebook, impl=impl))
 
 
-def forward(x, act, bits=None, *, slope=0.01, lo=-1.0, hi=1.0, codebook=None, impl="auto"):
+def forward(x: jax.Array, act: str, bits: int | None = None, *, slope: float = 0.01,
+            lo: float = -1.0, hi: float = 1.0, codebook: Any = None,
+            impl: str = "auto") -> tuple[jax.Array, jax.Array]:
     """(y, codes) for x (codes of the flattened x), without autodiff."""
     spec = make_spec(act, bits, slope=slope, lo=lo, hi=hi, codebook=codebook, impl=impl)
     x = jnp.asarray(x)
@@ -234,8 +241,9 @@ def forward(x, act, bits=None, *, slope=0.01, lo=-1.0, hi=1.0, codebook=None, im
     return _fwd_impl(spec, x)
 
 
-def backward(dy, codes, act, bits=None, *, slope=0.01, lo=-1.0, hi=1.0, codebook=None,
-             impl="auto"):
+def backward(dy: jax.Array, codes: jax.Array, act: str, bits: int | None = None, *,
+             slope: float = 0.01, lo: float = -1.0, hi: float = 1.0, codebook: Any = None,
+             impl: str = "auto") -> jax.Array:
     """dx = dy * level[code] for codes from forward(); dy has x's shape."""
     spec = make_spec(act, bits, slope=slope, lo=lo, hi=hi, codebook=codebook, impl=impl)
     dy = jnp.asarray(dy)
@@ -255,8 +263,9 @@ def code_bytes(n: int, bits: int) -> int:
     return _pure.code_bytes(int(n), bits)
 
 
-def gradient_error_bound(act, bits=DEFAULT_BITS, codebook=None, lo=-30.0, hi=30.0,
-                         points_per_piece=4001):
+def gradient_error_bound(act: str, bits: int = DEFAULT_BITS, codebook: Any = None,
+                         lo: float = -30.0, hi: float = 30.0,
+                         points_per_piece: int = 4001) -> float:
     """max over x of |f'(x) - level[code(x)]| (for |x| <= 30): the elementwise
     bound |dx - dx_exact| <= |dy| * bound.  Evaluated densely on each piece."""
     spec = make_spec(act, bits, codebook=codebook)
@@ -270,9 +279,9 @@ def gradient_error_bound(act, bits=DEFAULT_BITS, codebook=None, lo=-30.0, hi=30.
     return worst
 
 
-def exact_derivative(act, x):
+def exact_derivative(act: str, x: np.ndarray) -> np.ndarray:
     """f'(x) in float64 numpy (for bounds and tests)."""
-    from math import sqrt, pi
+    from math import pi, sqrt
     x = np.asarray(x, np.float64)
     if act == "silu":
         s = 1.0 / (1.0 + np.exp(-x))

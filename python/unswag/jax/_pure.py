@@ -4,7 +4,7 @@ Used where the native library does not run (TPU, a missing build) or when
 asked for with impl="pure".  Works on a 1-D array (the flattened input);
 under jax.vmap each example gets its own code bytes, like the FFI path.
 
-The code format (DESIGN.md section 2): element i's k-bit code sits at bits
+The code format (docs/design.md section 2): element i's k-bit code sits at bits
 [(i mod 8/k)*k, +k) of byte floor(i*k/8); unused high bits are zero.
 Exact family: code = the 1-bit predicate; smooth: code = number of
 boundaries b_j with x > b_j compared in float32 (NaN -> 0).

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import jax
+
 from . import _ops
 
 try:
@@ -47,20 +49,20 @@ class Activation(_nn.Module):
     codebook: Any = None
     impl: str = "auto"
 
-    def __call__(self, x):
+    def __call__(self, x: jax.Array) -> jax.Array:
         return _fn(self.act, self.bits, self.negative_slope, self.min_val, self.max_val,
                    self.codebook, self.impl)(x)
 
 
-def ReLU(**kw):  # noqa: N802 - module factories named like classes
+def ReLU(**kw: Any) -> Activation:
     return Activation("relu", **kw)
 
 
-def SiLU(bits=None, **kw):  # noqa: N802
+def SiLU(bits: int | None = None, **kw: Any) -> Activation:
     return Activation("silu", bits=bits, **kw)
 
 
-def GELU(bits=None, approximate=False, **kw):  # noqa: N802
+def GELU(bits: int | None = None, approximate: bool = False, **kw: Any) -> Activation:
     return Activation("gelu_tanh" if approximate else "gelu", bits=bits, **kw)
 
 
@@ -69,13 +71,14 @@ if _nnx is not None:
     class NnxActivation(_nnx.Module):
         """nnx module with the same arguments as the linen Activation."""
 
-        def __init__(self, act="relu", bits=None, *, negative_slope=0.01, min_val=-1.0,
-                     max_val=1.0, codebook=None, impl="auto"):
+        def __init__(self, act: str = "relu", bits: int | None = None, *,
+                     negative_slope: float = 0.01, min_val: float = -1.0, max_val: float = 1.0,
+                     codebook: Any = None, impl: str = "auto"):
             # validate now (and keep only static Python values: no nnx state)
             self._spec = _ops.make_spec(act, bits, slope=negative_slope, lo=min_val,
                                         hi=max_val, codebook=codebook, impl=impl)
 
-        def __call__(self, x):
+        def __call__(self, x: jax.Array) -> jax.Array:
             return _ops.apply(x, self._spec)
 
-__all__ = ["Activation", "ReLU", "SiLU", "GELU", "NnxActivation"]
+__all__ = ["GELU", "Activation", "NnxActivation", "ReLU", "SiLU"]

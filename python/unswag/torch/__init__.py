@@ -8,10 +8,45 @@
 
 Ops are registered under ``torch.ops.unswag`` (see ``unswag.torch.ops``).
 """
-from . import ops  # noqa: F401
-from .functional import (activation, codebook, gated_act, gelu, hardtanh, leaky_relu,  # noqa: F401
-                         relu, relu6, silu)
-from .gated import GatedMLPFunction, gated_mlp, gated_mlp_weights  # noqa: F401
-from .lm_loss import causal_lm_loss, linear_cross_entropy  # noqa: F401
-from .modules import GELU, Hardtanh, LeakyReLU, ReLU, ReLU6, SiLU  # noqa: F401
-from .norm_ops import RMSNorm, rms_norm  # noqa: F401
+from . import ops
+from .functional import (
+    activation,
+    codebook,
+    gated_act,
+    gelu,
+    hardtanh,
+    leaky_relu,
+    relu,
+    relu6,
+    silu,
+)
+from .gated import GatedMLPFunction, gated_mlp, gated_mlp_weights
+from .lm_loss import causal_lm_loss, linear_cross_entropy
+from .modules import GELU, Hardtanh, LeakyReLU, ReLU, ReLU6, SiLU
+from .norm_ops import RMSNorm, rms_norm
+
+__all__ = [
+    "GELU",
+    "GatedMLPFunction",
+    "Hardtanh",
+    "LeakyReLU",
+    "ReLU",
+    "ReLU6",
+    "RMSNorm",
+    "SiLU",
+    "activation",
+    "causal_lm_loss",
+    "codebook",
+    "gated_act",
+    "gated_mlp",
+    "gated_mlp_weights",
+    "gelu",
+    "hardtanh",
+    "leaky_relu",
+    "linear_cross_entropy",
+    "ops",
+    "relu",
+    "relu6",
+    "rms_norm",
+    "silu",
+]

@@ -10,9 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._native import DEFAULT_BITS
 from . import ops  # noqa: F401  (registers torch.ops.unswag.*)
-
-DEFAULT_BITS = 2
 
 
 def activation(x: Tensor, act: str, bits: int = 1, slope: float = 0.01, lo: float = -1.0,
@@ -54,7 +53,7 @@ def gated_act(g: Tensor, u: Tensor, act: str = "silu") -> Tensor:
     return torch.ops.unswag.gated_forward(g, u, act)
 
 
-def codebook(act: str, bits: int):
+def codebook(act: str, bits: int) -> tuple[Tensor, Tensor, float]:
     """The built-in codebook of a smooth activation: (boundaries, levels, rms_error)."""
     from .. import _native as N
     cb = N.builtin_codebook(act, bits)

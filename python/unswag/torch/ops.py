@@ -175,15 +175,6 @@ torch.library.register_autograd("unswag::act_forward", _act_bwd, setup_context=_
 
 # ---------------------------------------------------------------- gated (SwiGLU / GeGLU)
 
-def _gated_fn(l, name: str):
-    f = getattr(l, name, None)
-    if f is None:
-        raise N.UnswagError(
-            f"{name} is missing from the loaded libunswag (an older build without the gated "
-            "kernels); rebuild it with `pip install .` from a current UnSwag source tree")
-    return f
-
-
 def _check_gated(act: str, what: str, *ts: Tensor) -> int:
     if act not in _GATED_ACTS:
         raise ValueError(f"unswag.{what}: gated activation must be one of {_GATED_ACTS}, "
@@ -211,10 +202,10 @@ def gated_forward(g: Tensor, u: Tensor, act: str) -> Tensor:
     a = N.ACTIVATIONS[act]
     if g.is_cuda:
         with _with_device(g):
-            st = _gated_fn(l, "unswag_gated_forward_cuda")(a, dt, _ptr(g), _ptr(u), _ptr(h), n,
+            st = l.unswag_gated_forward_cuda(a, dt, _ptr(g), _ptr(u), _ptr(h), n,
                                                            _stream(g))
     else:
-        st = _gated_fn(l, "unswag_gated_forward")(a, dt, _ptr(g), _ptr(u), _ptr(h), n)
+        st = l.unswag_gated_forward(a, dt, _ptr(g), _ptr(u), _ptr(h), n)
     N.check(st, f"gated_forward({act}, {g.dtype}, {g.device})")
     return h
 
@@ -236,10 +227,10 @@ def gated_backward(dh: Tensor, g: Tensor, u: Tensor, act: str) -> Tuple[Tensor, 
     a = N.ACTIVATIONS[act]
     if g.is_cuda:
         with _with_device(g):
-            st = _gated_fn(l, "unswag_gated_backward_cuda")(
+            st = l.unswag_gated_backward_cuda(
                 a, dt, _ptr(dh), _ptr(g), _ptr(u), _ptr(dg), _ptr(du), n, _stream(g))
     else:
-        st = _gated_fn(l, "unswag_gated_backward")(a, dt, _ptr(dh), _ptr(g), _ptr(u), _ptr(dg),
+        st = l.unswag_gated_backward(a, dt, _ptr(dh), _ptr(g), _ptr(u), _ptr(dg),
                                                     _ptr(du), n)
     N.check(st, f"gated_backward({act}, {g.dtype}, {g.device})")
     return dg, du
