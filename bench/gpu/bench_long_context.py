@@ -169,7 +169,7 @@ def run_mode(mode, contexts, cap, timeout):
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         out, err, why = r.stdout, r.stderr, None
     except subprocess.TimeoutExpired as e:
-        dec = lambda b: b.decode() if isinstance(b, bytes) else (b or "")  # noqa: E731
+        dec = lambda b: b.decode() if isinstance(b, bytes) else (b or "")
         out, err, why = dec(e.stdout), dec(e.stderr), f"timeout {timeout:.0f}s"
     got = {}
     for line in out.splitlines():
@@ -218,7 +218,7 @@ def main():
         versions += f", liger-kernel {version('liger-kernel')}"
     start = time.time()
     results = {}
-    for i, mode in enumerate(a.modes):
+    for _i, mode in enumerate(a.modes):
         if mode.startswith("liger") and not _have("liger_kernel"):
             results[mode] = {c: {"status": "skipped (liger-kernel not installed)"}
                              for c in contexts}

@@ -261,9 +261,9 @@ static void dp_partition(const double *pw, const double *ps, const double *pq, s
  * 8 bits in about 0.4 s, a random f' in 1.4 s).  unswag.h documents them. */
 static size_t max_grid_cells(int bits) {
   switch (bits) {
-    case 1: return MAX_GRID_CELLS; /* m - 2 = 0: linear */
-    case 2: return (size_t)1 << 16; /* 2 rows x 2^31 */
-    case 4: return (size_t)1 << 15; /* 14 rows x 2^29 < 2^33 */
+    case 1: return MAX_GRID_CELLS;   /* m - 2 = 0: linear */
+    case 2: return (size_t)1 << 16;  /* 2 rows x 2^31 */
+    case 4: return (size_t)1 << 15;  /* 14 rows x 2^29 < 2^33 */
     default: return (size_t)1 << 13; /* 254 rows x 2^25 < 2^33 */
   }
 }

@@ -28,9 +28,8 @@ unswag_status unswag_gated_validate(const char *fn, unswag_activation act, unswa
 /* Argument checks of the RMSNorm entry points (CPU and CUDA), in this order:
  * dtype, sizes, cols == 0 with rows > 0, eps (if has_eps), weight_offset,
  * NULL pointers with rows > 0.  fn names the caller. */
-unswag_status unswag_rmsnorm_validate(const char *fn, unswag_dtype dtype, size_t rows,
-                                      size_t cols, int has_eps, float eps, float weight_offset,
-                                      int any_null);
+unswag_status unswag_rmsnorm_validate(const char *fn, unswag_dtype dtype, size_t rows, size_t cols,
+                                      int has_eps, float eps, float weight_offset, int any_null);
 
 /* A buffer of a call, for the overlap check: outputs must not overlap any
  * other buffer, except the one at index may_equal (-1: none) when both are

@@ -7,7 +7,8 @@
 
 unswag_status unswag_rmsnorm_workspace_bytes(size_t rows, size_t cols, size_t *out_bytes) {
   if (!out_bytes)
-    return unswag_fail(UNSWAG_ERR_NULL_POINTER, "unswag_rmsnorm_workspace_bytes: out_bytes is NULL");
+    return unswag_fail(UNSWAG_ERR_NULL_POINTER,
+                       "unswag_rmsnorm_workspace_bytes: out_bytes is NULL");
   const size_t chunks = rows == 0 ? 0 : us_rms_chunks(rows);
   if (chunks != 0 && cols > SIZE_MAX / 4 / chunks)
     return unswag_fail(UNSWAG_ERR_SIZE_OVERFLOW,
@@ -17,14 +18,13 @@ unswag_status unswag_rmsnorm_workspace_bytes(size_t rows, size_t cols, size_t *o
   return UNSWAG_OK;
 }
 
-unswag_status unswag_rmsnorm_validate(const char *fn, unswag_dtype dtype, size_t rows,
-                                      size_t cols, int has_eps, float eps, float weight_offset,
-                                      int any_null) {
+unswag_status unswag_rmsnorm_validate(const char *fn, unswag_dtype dtype, size_t rows, size_t cols,
+                                      int has_eps, float eps, float weight_offset, int any_null) {
   const size_t es = unswag_dtype_size(dtype);
   if (es == 0) return unswag_fail(UNSWAG_ERR_BAD_DTYPE, "%s: unknown dtype %d", fn, (int)dtype);
   if (cols > SIZE_MAX / 4 || (rows != 0 && cols > SIZE_MAX / 4 / rows))
-    return unswag_fail(UNSWAG_ERR_SIZE_OVERFLOW, "%s: %zu rows x %zu columns overflow size_t",
-                       fn, rows, cols);
+    return unswag_fail(UNSWAG_ERR_SIZE_OVERFLOW, "%s: %zu rows x %zu columns overflow size_t", fn,
+                       rows, cols);
   if (rows > 0 && cols == 0)
     return unswag_fail(UNSWAG_ERR_BAD_PARAM, "%s: cols = 0 with rows = %zu (mean of no element)",
                        fn, rows);
@@ -47,8 +47,8 @@ unswag_status unswag_rmsnorm_check_overlap(const char *fn, const unswag_span *s,
       if (s[a].bytes == 0 || s[b].bytes == 0) continue;
       const uintptr_t pa = (uintptr_t)s[a].p, pb = (uintptr_t)s[b].p;
       if (pa + s[a].bytes <= pb || pb + s[b].bytes <= pa) continue;
-      const int allowed = (s[a].may_equal == b || s[b].may_equal == a) && pa == pb &&
-                          s[a].bytes == s[b].bytes;
+      const int allowed =
+          (s[a].may_equal == b || s[b].may_equal == a) && pa == pb && s[a].bytes == s[b].bytes;
       if (!allowed)
         return unswag_fail(UNSWAG_ERR_BAD_PARAM, "%s: %s and %s overlap%s", fn, s[a].name,
                            s[b].name,
@@ -62,7 +62,7 @@ unswag_status unswag_rmsnorm_check_overlap(const char *fn, const unswag_span *s,
 
 unswag_status unswag_check_f32_aligned(const char *fn, const char *what, const void *p) {
   if ((uintptr_t)p % 4 != 0)
-    return unswag_fail(UNSWAG_ERR_BAD_POINTER, "%s: %s = %p is not 4-byte aligned (fp32 array)",
-                       fn, what, p);
+    return unswag_fail(UNSWAG_ERR_BAD_POINTER, "%s: %s = %p is not 4-byte aligned (fp32 array)", fn,
+                       what, p);
   return UNSWAG_OK;
 }

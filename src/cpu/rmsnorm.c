@@ -120,17 +120,19 @@ ALWAYS_INLINE double row_sum_d(int dt, const uint8_t *dy, const uint8_t *x, cons
 /* ---- rows ------------------------------------------------------------------------------ */
 
 /* One row: y may be x (each element is read before it is written). */
-ALWAYS_INLINE void fwd_row(int dt, const uint8_t *x, const uint8_t *w, uint8_t *y,
-                           float *rstd, size_t cols, float eps) {
-  const float rs = dt == UNSWAG_F32 ? us_rms_rstd_d(row_sum_d(dt, NULL, x, NULL, 0.0f, cols), cols, eps)
-                                    : us_rms_rstd_f(row_sum_f(dt, NULL, x, NULL, 0.0f, cols), cols, eps);
-  for (size_t i = 0; i < cols; ++i) st(dt, y, i, us_rms_fwd_elem(dt, ld(dt, x, i), ld(dt, w, i), rs));
+ALWAYS_INLINE void fwd_row(int dt, const uint8_t *x, const uint8_t *w, uint8_t *y, float *rstd,
+                           size_t cols, float eps) {
+  const float rs = dt == UNSWAG_F32
+                       ? us_rms_rstd_d(row_sum_d(dt, NULL, x, NULL, 0.0f, cols), cols, eps)
+                       : us_rms_rstd_f(row_sum_f(dt, NULL, x, NULL, 0.0f, cols), cols, eps);
+  for (size_t i = 0; i < cols; ++i)
+    st(dt, y, i, us_rms_fwd_elem(dt, ld(dt, x, i), ld(dt, w, i), rs));
   *rstd = rs;
 }
 
 /* One row of dx: dx may be dy. */
-ALWAYS_INLINE void dx_row(int dt, const uint8_t *dy, const uint8_t *x, const uint8_t *w,
-                          float rs, uint8_t *dx, size_t cols) {
+ALWAYS_INLINE void dx_row(int dt, const uint8_t *dy, const uint8_t *x, const uint8_t *w, float rs,
+                          uint8_t *dx, size_t cols) {
   const float mean = dt == UNSWAG_F32 ? us_rms_mean_d(row_sum_d(dt, dy, x, w, rs, cols), cols)
                                       : us_rms_mean_f(row_sum_f(dt, dy, x, w, rs, cols), cols);
   for (size_t i = 0; i < cols; ++i)
@@ -158,19 +160,19 @@ ALWAYS_INLINE void dw_block(int dt, const uint8_t *dy, const uint8_t *x, const f
 
 /* ---- one specialised copy per dtype ----------------------------------------------------- */
 
-#define BY_DTYPE(dt, CALL)         \
-  do {                             \
-    if ((dt) == UNSWAG_F32) {      \
-      CALL(UNSWAG_F32);            \
+#define BY_DTYPE(dt, CALL)           \
+  do {                               \
+    if ((dt) == UNSWAG_F32) {        \
+      CALL(UNSWAG_F32);              \
     } else if ((dt) == UNSWAG_F16) { \
-      CALL(UNSWAG_F16);            \
-    } else {                       \
-      CALL(UNSWAG_BF16);           \
-    }                              \
+      CALL(UNSWAG_F16);              \
+    } else {                         \
+      CALL(UNSWAG_BF16);             \
+    }                                \
   } while (0)
 
-static void fwd_rows(int dt, const uint8_t *x, const uint8_t *w, uint8_t *y, float *rstd,
-                     size_t r0, size_t r1, size_t cols, float eps) {
+static void fwd_rows(int dt, const uint8_t *x, const uint8_t *w, uint8_t *y, float *rstd, size_t r0,
+                     size_t r1, size_t cols, float eps) {
   const size_t rb = cols * unswag_dtype_size((unswag_dtype)dt);
 #define FWD(DT) \
   for (size_t r = r0; r < r1; ++r) fwd_row(DT, x + r * rb, w, y + r * rb, rstd + r, cols, eps)
@@ -181,18 +183,19 @@ static void fwd_rows(int dt, const uint8_t *x, const uint8_t *w, uint8_t *y, flo
 static void dx_rows(int dt, const uint8_t *dy, const uint8_t *x, const uint8_t *w,
                     const float *rstd, uint8_t *dx, size_t r0, size_t r1, size_t cols) {
   const size_t rb = cols * unswag_dtype_size((unswag_dtype)dt);
-#define DX(DT) \
-  for (size_t r = r0; r < r1; ++r) dx_row(DT, dy + r * rb, x + r * rb, w, rstd[r], dx + r * rb, cols)
+#define DX(DT)                     \
+  for (size_t r = r0; r < r1; ++r) \
+  dx_row(DT, dy + r * rb, x + r * rb, w, rstd[r], dx + r * rb, cols)
   BY_DTYPE(dt, DX);
 #undef DX
 }
 
 static void dw_blocks(int dt, const uint8_t *dy, const uint8_t *x, const float *rstd, float *dw,
                       size_t rows, size_t cols, size_t b0, size_t b1) {
-#define DW(DT)                                                                   \
-  for (size_t b = b0; b < b1; ++b) {                                             \
+#define DW(DT)                                                                     \
+  for (size_t b = b0; b < b1; ++b) {                                               \
     const size_t j0 = b * DW_COLS, j1 = cols - j0 < DW_COLS ? cols : j0 + DW_COLS; \
-    dw_block(DT, dy, x, rstd, dw, rows, cols, j0, j1);                           \
+    dw_block(DT, dy, x, rstd, dw, rows, cols, j0, j1);                             \
   }
   BY_DTYPE(dt, DW);
 #undef DW
@@ -252,30 +255,49 @@ unswag_status unswag_rmsnorm_forward(unswag_dtype dtype, const void *x, const vo
   if ((s = unswag_rmsnorm_check_overlap(fn, spans, 4)) != UNSWAG_OK) return s;
   if ((s = unswag_check_f32_aligned(fn, "rstd", rstd)) != UNSWAG_OK) return s;
 
-  rms_call c = {(int)dtype, (const uint8_t *)x, (const uint8_t *)w, NULL, (uint8_t *)y, NULL,
-                rstd, NULL, NULL, rows, cols, eps};
+  rms_call c = {(int)dtype,
+                (const uint8_t *)x,
+                (const uint8_t *)w,
+                NULL,
+                (uint8_t *)y,
+                NULL,
+                rstd,
+                NULL,
+                NULL,
+                rows,
+                cols,
+                eps};
   unswag_cpu_parallel_for(rows, threads_for(rows, rows * cols), fwd_piece, &c);
   return UNSWAG_OK;
 }
 
 unswag_status unswag_rmsnorm_backward(unswag_dtype dtype, const void *dy, const void *x,
-                                      const void *w, const float *rstd, void *dx,
-                                      float *dw_accum, size_t rows, size_t cols,
-                                      float weight_offset) {
+                                      const void *w, const float *rstd, void *dx, float *dw_accum,
+                                      size_t rows, size_t cols, float weight_offset) {
   static const char fn[] = "unswag_rmsnorm_backward";
   unswag_status s = unswag_rmsnorm_validate(fn, dtype, rows, cols, 0, 0.0f, weight_offset,
                                             !dy || !x || !w || !rstd || !dx || !dw_accum);
   if (s != UNSWAG_OK || rows == 0) return s;
   const size_t es = unswag_dtype_size(dtype), bytes = rows * cols * es;
-  const unswag_span spans[] = {{"dy", dy, bytes, 0, 4},          {"x", x, bytes, 0, -1},
-                               {"w", w, cols * es, 0, -1},       {"rstd", rstd, rows * 4, 0, -1},
-                               {"dx", dx, bytes, 1, 0},          {"dw_accum", dw_accum, cols * 4, 1, -1}};
+  const unswag_span spans[] = {{"dy", dy, bytes, 0, 4},    {"x", x, bytes, 0, -1},
+                               {"w", w, cols * es, 0, -1}, {"rstd", rstd, rows * 4, 0, -1},
+                               {"dx", dx, bytes, 1, 0},    {"dw_accum", dw_accum, cols * 4, 1, -1}};
   if ((s = unswag_rmsnorm_check_overlap(fn, spans, 6)) != UNSWAG_OK) return s;
   if ((s = unswag_check_f32_aligned(fn, "rstd", rstd)) != UNSWAG_OK) return s;
   if ((s = unswag_check_f32_aligned(fn, "dw_accum", dw_accum)) != UNSWAG_OK) return s;
 
-  rms_call c = {(int)dtype, (const uint8_t *)x, (const uint8_t *)w, (const uint8_t *)dy, NULL,
-                (uint8_t *)dx, NULL, dw_accum, rstd, rows, cols, 0.0f};
+  rms_call c = {(int)dtype,
+                (const uint8_t *)x,
+                (const uint8_t *)w,
+                (const uint8_t *)dy,
+                NULL,
+                (uint8_t *)dx,
+                NULL,
+                dw_accum,
+                rstd,
+                rows,
+                cols,
+                0.0f};
   /* dw first: it reads dy, which dx may overwrite */
   const size_t blocks = (cols + DW_COLS - 1) / DW_COLS;
   unswag_cpu_parallel_for(blocks, threads_for(blocks, rows * cols), dw_piece, &c);

@@ -496,8 +496,8 @@ static void check_bad_input(void) {
   /* a CUDA build: n = 0 without a device says so (host pointer + n = 1 tells) */
   if (unswag_cuda_built()) {
     unsigned char buf[16] = {0};
-    unswag_status probe = unswag_gated_forward_cuda(UNSWAG_SILU, UNSWAG_F16, buf, buf, buf, 1,
-                                                    NULL);
+    unswag_status probe =
+        unswag_gated_forward_cuda(UNSWAG_SILU, UNSWAG_F16, buf, buf, buf, 1, NULL);
     CHECK(probe == UNSWAG_ERR_CUDA_NO_DEVICE || probe == UNSWAG_ERR_BAD_POINTER,
           "gated host pointers on CUDA: %d", probe);
     unswag_status want = probe == UNSWAG_ERR_CUDA_NO_DEVICE ? probe : UNSWAG_OK;

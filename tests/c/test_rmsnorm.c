@@ -61,7 +61,9 @@ static void put_bits(unswag_dtype dt, void *buf, size_t i, uint32_t b) {
     memcpy((char *)buf + 2 * i, &h, 2);
   }
 }
-static uint32_t get_bits(unswag_dtype dt, const void *buf, size_t i) { return ref_bits(dt, buf, i); }
+static uint32_t get_bits(unswag_dtype dt, const void *buf, size_t i) {
+  return ref_bits(dt, buf, i);
+}
 static double val(unswag_dtype dt, uint32_t b) {
   unsigned char t[4];
   put_bits(dt, t, 0, b);
@@ -84,7 +86,9 @@ static double ulp_at(unswag_dtype dt, double v) {
 }
 
 /* random element: normal(0, scale) in dt */
-static uint32_t rnd(unswag_dtype dt, double scale) { return ref_round_bits(dt, scale * rng_normal()); }
+static uint32_t rnd(unswag_dtype dt, double scale) {
+  return ref_round_bits(dt, scale * rng_normal());
+}
 
 /* ---- the model: the documented order, written independently ----------------------------- */
 
@@ -165,8 +169,8 @@ static float model_rstd(unswag_dtype dt, const void *x, size_t cols, float eps) 
   return isnan(r) ? NAN : r;
 }
 
-static float model_mean(unswag_dtype dt, const void *dy, const void *x, const void *w,
-                        float rstd, size_t cols) {
+static float model_mean(unswag_dtype dt, const void *dy, const void *x, const void *w, float rstd,
+                        size_t cols) {
   struct row_ctx c = {dt, dy, x, w, rstd};
   double sum = model_sum(dt != UNSWAG_F32, cols, dot_term, &c);
   return dt == UNSWAG_F32 ? (float)(sum / (double)cols) : (float)sum / (float)cols;
@@ -192,8 +196,8 @@ static uint32_t model_dx(unswag_dtype dt, uint32_t dy, uint32_t x, uint32_t w, f
 }
 
 /* dw[j] after one call: chunks of max(8, ceil(rows / 512)) rows */
-static void model_dw(unswag_dtype dt, const void *dy, const void *x, const float *rstd,
-                     size_t rows, size_t cols, float *dw) {
+static void model_dw(unswag_dtype dt, const void *dy, const void *x, const float *rstd, size_t rows,
+                     size_t cols, float *dw) {
   size_t per = (rows + 511) / 512;
   if (per < 8) per = 8;
   for (size_t j = 0; j < cols; ++j) {
@@ -252,8 +256,8 @@ static double dw_tol(size_t rows, double abs_sum, double dw0) {
 
 /* Forward + backward of (rows, cols) at the given buffers; compares every
  * output byte to the model.  Returns the number of mismatching items. */
-static long check_model(unswag_dtype dt, const void *x, const void *w, const void *dy,
-                        size_t rows, size_t cols, void *y, float *rstd, void *dx, float *dw) {
+static long check_model(unswag_dtype dt, const void *x, const void *w, const void *dy, size_t rows,
+                        size_t cols, void *y, float *rstd, void *dx, float *dw) {
   long bad = 0;
   float *dw_model = malloc((cols ? cols : 1) * sizeof(float));
   for (size_t j = 0; j < cols; ++j) dw_model[j] = dw[j] = (float)rng_normal();
@@ -313,7 +317,8 @@ static long check_row_reference(unswag_dtype dt, const void *x, const void *w, c
   /* the library's y is exactly round(w * round(x * rstd)) whatever the row */
   for (size_t j = 0; j < cols; ++j) {
     if (get_bits(dt, y, j) != model_y(dt, get_bits(dt, x, j), get_bits(dt, w, j), rstd)) {
-      if (!bad++) fprintf(stderr, "  %s: y[%zu] is not round(w * round(x * rstd))\n", DT_NAMES[dt], j);
+      if (!bad++)
+        fprintf(stderr, "  %s: y[%zu] is not round(w * round(x * rstd))\n", DT_NAMES[dt], j);
     }
   }
   if (has_nan) {
@@ -380,7 +385,8 @@ static long check_row_backward(unswag_dtype dt, const void *dy, const void *x, c
     dot += g * nf;
     adot += fabs(g * nf);
   }
-  if (isnan(dot) || isinf(dot) || isnan(rstd) || isinf(rstd)) return 0; /* NaN rows: model check only */
+  if (isnan(dot) || isinf(dot) || isnan(rstd) || isinf(rstd))
+    return 0; /* NaN rows: model check only */
   const double m = dot / (double)cols;
   for (size_t j = 0; j < cols; ++j) {
     const double g = ref_load(dt, dy, j) * ref_load(dt, w, j), nf = ref_load(dt, x, j) * rstd;
@@ -402,7 +408,8 @@ static long check_dw_reference(unswag_dtype dt, const void *dy, const void *x, c
   for (size_t j = 0; j < cols; ++j) {
     double s = 0, as = 0;
     for (size_t r = 0; r < rows; ++r) {
-      double t = ref_load(dt, dy, r * cols + j) * val(dt, model_n(dt, get_bits(dt, x, r * cols + j), rstd[r]));
+      double t = ref_load(dt, dy, r * cols + j) *
+                 val(dt, model_n(dt, get_bits(dt, x, r * cols + j), rstd[r]));
       s += t;
       as += fabs(t);
     }
@@ -427,22 +434,25 @@ static void run_sweep(unswag_dtype dt, const char *name, void *x, size_t rows, s
   memset(&st, 0, sizeof st);
   long bad_fwd = 0, bad_bwd = 0;
   unswag_status s = unswag_rmsnorm_forward(dt, x, w, y, rstd, rows, cols, EPS, 0.0f);
-  CHECK(s == UNSWAG_OK, "%s %s: forward status %d (%s)", name, DT_NAMES[dt], s, unswag_last_error());
+  CHECK(s == UNSWAG_OK, "%s %s: forward status %d (%s)", name, DT_NAMES[dt], s,
+        unswag_last_error());
   for (size_t j = 0; j < cols; ++j) dw0[j] = dw[j] = (float)rng_normal();
   s = unswag_rmsnorm_backward(dt, dy, x, w, rstd, dx, dw, rows, cols, 0.0f);
   CHECK(s == UNSWAG_OK, "%s %s: backward status %d", name, DT_NAMES[dt], s);
   for (size_t r = 0; r < rows; ++r) {
     const size_t o = r * cols * es;
     bad_fwd += check_row_reference(dt, (char *)x + o, w, (char *)y + o, rstd[r], cols, &st);
-    bad_bwd += check_row_backward(dt, (char *)dy + o, (char *)x + o, w, rstd[r], (char *)dx + o, cols);
+    bad_bwd +=
+        check_row_backward(dt, (char *)dy + o, (char *)x + o, w, rstd[r], (char *)dx + o, cols);
   }
   long bad_dw = check_dw_reference(dt, dy, x, rstd, rows, cols, dw0, dw);
   long bad_model = check_model(dt, x, w, dy, rows, cols, y, rstd, dx, dw);
-  printf("%s %s: %ld rows (%ld NaN, %ld overflow), rstd worst %.2f fp32 ulps (bound %.1f); "
-         "n off by 1 ulp: %ld; y off by 1 / 2 ulps: %ld / %ld of %zu\n",
-         name, DT_NAMES[dt], st.rows_normal + st.rows_nan + st.rows_overflow, st.rows_nan,
-         st.rows_overflow, st.worst_rstd_ulps, rstd_ulps(dt, cols), st.n_off1, st.y_off1,
-         st.y_off2, n);
+  printf(
+      "%s %s: %ld rows (%ld NaN, %ld overflow), rstd worst %.2f fp32 ulps (bound %.1f); "
+      "n off by 1 ulp: %ld; y off by 1 / 2 ulps: %ld / %ld of %zu\n",
+      name, DT_NAMES[dt], st.rows_normal + st.rows_nan + st.rows_overflow, st.rows_nan,
+      st.rows_overflow, st.worst_rstd_ulps, rstd_ulps(dt, cols), st.n_off1, st.y_off1, st.y_off2,
+      n);
   CHECK(bad_fwd == 0, "%s %s: %ld forward failures vs the reference", name, DT_NAMES[dt], bad_fwd);
   CHECK(bad_bwd == 0, "%s %s: %ld dx beyond the bound", name, DT_NAMES[dt], bad_bwd);
   CHECK(bad_dw == 0, "%s %s: %ld dw beyond the bound", name, DT_NAMES[dt], bad_dw);
@@ -472,8 +482,8 @@ static void check_f32_random(void) {
     const double scale = ldexp(1.0, (int)(rng() % 200) - 100);
     for (size_t j = 0; j < cols; ++j) x[r * cols + j] = (float)(scale * rng_normal());
   }
-  x[5] = NAN;              /* row 0: NaN */
-  x[cols + 3] = INFINITY;  /* row 1: Inf -> rstd 0 (double sum is Inf) */
+  x[5] = NAN;             /* row 0: NaN */
+  x[cols + 3] = INFINITY; /* row 1: Inf -> rstd 0 (double sum is Inf) */
   run_sweep(UNSWAG_F32, "random", x, rows, cols);
   free(x);
 }
@@ -489,8 +499,9 @@ static int guards_ok(const unsigned char *buf, size_t size, const unsigned char 
 }
 
 static void check_shapes(unswag_dtype dt) {
-  static const size_t COLS[] = {1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 63, 64, 100, 127, 128,
-                                129, 255, 256, 257, 511, 1000, 2047, 2048, 2049, 4096, 5000};
+  static const size_t COLS[] = {1,   2,   3,   5,    7,    8,    9,    15,   16,
+                                17,  31,  63,  64,   100,  127,  128,  129,  255,
+                                256, 257, 511, 1000, 2047, 2048, 2049, 4096, 5000};
   static const size_t ROWS[] = {1, 2, 3, 7, 8, 9, 17, 100};
   const size_t es = unswag_dtype_size(dt);
   long bad = 0, bad_guard = 0;
@@ -515,13 +526,15 @@ static void check_shapes(unswag_dtype dt) {
       memset(by, 0xA5, size);
       memset(bdx, 0xA5, size);
       long b = check_model(dt, x, w, dy, rows, cols, y, rstd, dx, dw);
-      if (b && !bad++) fprintf(stderr, "  shapes %s rows %zu cols %zu off %zu\n", DT_NAMES[dt], rows, cols, off);
+      if (b && !bad++)
+        fprintf(stderr, "  shapes %s rows %zu cols %zu off %zu\n", DT_NAMES[dt], rows, cols, off);
       if (!guards_ok(by, size, y, n * es) || !guards_ok(bdx, size, dx, n * es)) ++bad_guard;
       free(bx), free(bw), free(bdy), free(by), free(bdx), free(rstd), free(dw);
     }
   }
   CHECK(bad == 0, "shapes %s: %ld shapes differ from the model", DT_NAMES[dt], bad);
-  CHECK(bad_guard == 0, "shapes %s: %ld shapes wrote outside their outputs", DT_NAMES[dt], bad_guard);
+  CHECK(bad_guard == 0, "shapes %s: %ld shapes wrote outside their outputs", DT_NAMES[dt],
+        bad_guard);
 }
 
 /* ---- in place, accumulation, threads ------------------------------------------------------- */
@@ -531,7 +544,8 @@ static void check_in_place_and_accumulate(unswag_dtype dt) {
   unsigned char *x = malloc(n * es), *w = malloc(cols * es), *dy = malloc(n * es);
   unsigned char *y = malloc(n * es), *dx = malloc(n * es), *buf = malloc(n * es);
   float rstd[37], rstd2[37], dw[300], dw2[300], dwa[300];
-  for (size_t i = 0; i < n; ++i) put_bits(dt, x, i, rnd(dt, 3.0)), put_bits(dt, dy, i, rnd(dt, 1.0));
+  for (size_t i = 0; i < n; ++i)
+    put_bits(dt, x, i, rnd(dt, 3.0)), put_bits(dt, dy, i, rnd(dt, 1.0));
   for (size_t j = 0; j < cols; ++j) put_bits(dt, w, j, rnd(dt, 1.0));
   memset(dw, 0, sizeof dw);
   unswag_status s = unswag_rmsnorm_forward(dt, x, w, y, rstd, rows, cols, EPS, 0.0f);
@@ -554,8 +568,8 @@ static void check_in_place_and_accumulate(unswag_dtype dt) {
                                rows - 20, cols, 0.0f);
   model_dw(dt, dy, x, rstd, 20, cols, dw2);
   model_dw(dt, dy + 20 * cols * es, x + 20 * cols * es, rstd + 20, rows - 20, cols, dw2);
-  CHECK(s == UNSWAG_OK && memcmp(dwa, dw2, sizeof dw2) == 0, "%s: dw does not accumulate over tiles",
-        DT_NAMES[dt]);
+  CHECK(s == UNSWAG_OK && memcmp(dwa, dw2, sizeof dw2) == 0,
+        "%s: dw does not accumulate over tiles", DT_NAMES[dt]);
   float zero[300];
   for (size_t j = 0; j < cols; ++j) zero[j] = 0.5f;
   CHECK(check_dw_reference(dt, dy, x, rstd, rows, cols, zero, dwa) == 0,
@@ -568,9 +582,12 @@ static void check_in_place_and_accumulate(unswag_dtype dt) {
 static void check_threads(unswag_dtype dt) {
   const size_t rows = 700, cols = 1031, es = unswag_dtype_size(dt), n = rows * cols;
   unsigned char *x = malloc(n * es), *w = malloc(cols * es), *dy = malloc(n * es);
-  unsigned char *y = malloc(n * es), *dx = malloc(n * es), *y2 = malloc(n * es), *dx2 = malloc(n * es);
-  float *rstd = malloc(rows * 4), *rstd2 = malloc(rows * 4), *dw = malloc(cols * 4), *dw2 = malloc(cols * 4);
-  for (size_t i = 0; i < n; ++i) put_bits(dt, x, i, rnd(dt, 2.0)), put_bits(dt, dy, i, rnd(dt, 1.0));
+  unsigned char *y = malloc(n * es), *dx = malloc(n * es), *y2 = malloc(n * es),
+                *dx2 = malloc(n * es);
+  float *rstd = malloc(rows * 4), *rstd2 = malloc(rows * 4), *dw = malloc(cols * 4),
+        *dw2 = malloc(cols * 4);
+  for (size_t i = 0; i < n; ++i)
+    put_bits(dt, x, i, rnd(dt, 2.0)), put_bits(dt, dy, i, rnd(dt, 1.0));
   for (size_t j = 0; j < cols; ++j) put_bits(dt, w, j, rnd(dt, 1.0)), dw2[j] = 0.0f;
   long bad = check_model(dt, x, w, dy, rows, cols, y, rstd, dx, dw);
   CHECK(bad == 0, "%s: threaded call differs from the model (%ld)", DT_NAMES[dt], bad);
@@ -631,7 +648,8 @@ static void check_bad_input(void) {
   expect_fwd("dtype 3", UNSWAG_ERR_BAD_DTYPE, (unswag_dtype)3, x, w, y, rstd, 4, 8, EPS, 0);
   expect_bwd("dtype -1", UNSWAG_ERR_BAD_DTYPE, (unswag_dtype)-1, dy, x, w, rin, dx, dw, 4, 8, 0);
   /* sizes */
-  expect_fwd("rows x cols overflow", UNSWAG_ERR_SIZE_OVERFLOW, B, x, w, y, rstd, SIZE_MAX / 2, 4, EPS, 0);
+  expect_fwd("rows x cols overflow", UNSWAG_ERR_SIZE_OVERFLOW, B, x, w, y, rstd, SIZE_MAX / 2, 4,
+             EPS, 0);
   expect_bwd("rows x cols overflow", UNSWAG_ERR_SIZE_OVERFLOW, UNSWAG_F32, dy, x, w, rin, dx, dw,
              (size_t)1 << 40, (size_t)1 << 30, 0);
   expect_fwd("cols overflow", UNSWAG_ERR_SIZE_OVERFLOW, B, x, w, y, rstd, 0, SIZE_MAX / 2, EPS, 0);
@@ -660,28 +678,37 @@ static void check_bad_input(void) {
   expect_fwd("rows = 0", UNSWAG_OK, B, NULL, NULL, NULL, NULL, 0, 8, EPS, 0);
   expect_bwd("rows = 0", UNSWAG_OK, B, NULL, NULL, NULL, NULL, NULL, NULL, 0, 8, 0);
   /* overlap: y shifted against x, rstd inside y, dx shifted against dy, dw inside dx */
-  expect_fwd("y overlaps x", UNSWAG_ERR_BAD_PARAM, B, out_buf[0], w, out_buf[0] + 2, rstd, 4, 8, EPS, 0);
-  expect_fwd("rstd inside y", UNSWAG_ERR_BAD_PARAM, B, x, w, y, (float *)(void *)(out_buf[0] + 16), 4, 8, EPS, 0);
+  expect_fwd("y overlaps x", UNSWAG_ERR_BAD_PARAM, B, out_buf[0], w, out_buf[0] + 2, rstd, 4, 8,
+             EPS, 0);
+  expect_fwd("rstd inside y", UNSWAG_ERR_BAD_PARAM, B, x, w, y, (float *)(void *)(out_buf[0] + 16),
+             4, 8, EPS, 0);
   expect_fwd("y == w", UNSWAG_ERR_BAD_PARAM, B, x, out_buf[0], out_buf[0], rstd, 1, 8, EPS, 0);
   expect_bwd("dx overlaps dy", UNSWAG_ERR_BAD_PARAM, B, out_buf[1] + 2, x, w, rin, dx, dw, 4, 8, 0);
   expect_bwd("dx == x", UNSWAG_ERR_BAD_PARAM, B, dy, out_buf[1], w, rin, dx, dw, 4, 8, 0);
-  expect_bwd("dw inside dx", UNSWAG_ERR_BAD_PARAM, B, dy, x, w, rin, dx, (float *)(void *)(out_buf[1] + 8), 4, 8, 0);
+  expect_bwd("dw inside dx", UNSWAG_ERR_BAD_PARAM, B, dy, x, w, rin, dx,
+             (float *)(void *)(out_buf[1] + 8), 4, 8, 0);
   /* fp32 arrays must be aligned */
-  expect_fwd("rstd unaligned", UNSWAG_ERR_BAD_POINTER, B, x, w, y, (float *)(void *)(out_buf[2] + 1), 4, 8, EPS, 0);
-  expect_bwd("dw unaligned", UNSWAG_ERR_BAD_POINTER, B, dy, x, w, rin, dx, (float *)(void *)(out_buf[3] + 2), 4, 8, 0);
+  expect_fwd("rstd unaligned", UNSWAG_ERR_BAD_POINTER, B, x, w, y,
+             (float *)(void *)(out_buf[2] + 1), 4, 8, EPS, 0);
+  expect_bwd("dw unaligned", UNSWAG_ERR_BAD_POINTER, B, dy, x, w, rin, dx,
+             (float *)(void *)(out_buf[3] + 2), 4, 8, 0);
   /* workspace query */
   size_t bytes = 1;
-  CHECK(unswag_rmsnorm_workspace_bytes(0, 100, &bytes) == UNSWAG_OK && bytes == 0, "workspace rows 0");
-  CHECK(unswag_rmsnorm_workspace_bytes(5, 100, &bytes) == UNSWAG_OK && bytes == 400, "workspace 5 rows: %zu", bytes);
+  CHECK(unswag_rmsnorm_workspace_bytes(0, 100, &bytes) == UNSWAG_OK && bytes == 0,
+        "workspace rows 0");
+  CHECK(unswag_rmsnorm_workspace_bytes(5, 100, &bytes) == UNSWAG_OK && bytes == 400,
+        "workspace 5 rows: %zu", bytes);
   CHECK(unswag_rmsnorm_workspace_bytes(4096, 10, &bytes) == UNSWAG_OK && bytes == 512 * 40,
         "workspace 4096 rows: %zu", bytes);
-  CHECK(unswag_rmsnorm_workspace_bytes(1 << 20, 2048, &bytes) == UNSWAG_OK && bytes == 512 * 2048 * 4,
-        "workspace 2^20 rows: %zu", bytes);
+  CHECK(
+      unswag_rmsnorm_workspace_bytes(1 << 20, 2048, &bytes) == UNSWAG_OK && bytes == 512 * 2048 * 4,
+      "workspace 2^20 rows: %zu", bytes);
   CHECK(unswag_rmsnorm_workspace_bytes(100, SIZE_MAX / 8, &bytes) == UNSWAG_ERR_SIZE_OVERFLOW,
         "workspace overflow");
   CHECK(unswag_rmsnorm_workspace_bytes(100, 10, NULL) == UNSWAG_ERR_NULL_POINTER, "workspace NULL");
   if (!unswag_cuda_built()) {
-    CHECK(unswag_rmsnorm_forward_cuda(B, x, w, y, rstd, 4, 8, EPS, 0, NULL) == UNSWAG_ERR_CUDA_NOT_BUILT,
+    CHECK(unswag_rmsnorm_forward_cuda(B, x, w, y, rstd, 4, 8, EPS, 0, NULL) ==
+              UNSWAG_ERR_CUDA_NOT_BUILT,
           "rmsnorm_forward_cuda without CUDA");
     CHECK(unswag_rmsnorm_backward_cuda(B, dy, x, w, rin, dx, dw, NULL, 0, 4, 8, 0, NULL) ==
               UNSWAG_ERR_CUDA_NOT_BUILT,

@@ -11,7 +11,7 @@
    is within 1.25x of HF's (plus 1e-3 absolute slack for tiny-norm parameters) and the
    loss is within bf16 noise.
 
-    PYTHONPATH=python UNSWAG_LIBRARY=build-gpu/libunswag.so python tests/gpu/test_long_context_cuda.py
+    bash tests/gpu/run_long_context.sh      # builds libunswag for this GPU, then runs this
 """
 from __future__ import annotations
 

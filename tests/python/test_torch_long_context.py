@@ -10,11 +10,14 @@ import pytest
 torch = pytest.importorskip("torch")
 T = pytest.importorskip("transformers")
 
-from unswag import apply_unswag_surgery, remove_unswag_surgery  # noqa: E402
-from unswag.torch.long_context import (LongContextConfig, UnsupportedModelError,  # noqa: E402
-                                       make_forward)
-from unswag.torch.long_context import attention as A  # noqa: E402
-from unswag.torch.long_context import host_store  # noqa: E402
+from unswag import apply_unswag_surgery, remove_unswag_surgery
+from unswag.torch.long_context import (
+    LongContextConfig,
+    UnsupportedModelError,
+    host_store,
+    make_forward,
+)
+from unswag.torch.long_context import attention as A
 
 VOCAB = 101
 COMMON = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
@@ -162,7 +165,7 @@ def test_host_memory_error_is_clear(monkeypatch):
     monkeypatch.setattr(host_store, "_mem_total_bytes", lambda: 1000)
     m = tiny("llama")
     m.forward = make_forward(m, m.forward, LongContextConfig(keep_attention=True))
-    with pytest.raises(host_store.HostMemoryError, match="keeps .* GiB on the host"):
+    with pytest.raises(host_store.HostMemoryError, match=r"keeps .* GiB on the host"):
         m(input_ids=batch()[0], labels=batch()[1])
 
 

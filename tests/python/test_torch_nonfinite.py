@@ -14,7 +14,7 @@ import math
 import pytest
 
 torch = pytest.importorskip("torch")
-import unswag.torch as ut  # noqa: E402
+import unswag.torch as ut
 
 NAN, INF = math.nan, math.inf
 X = torch.tensor([NAN, INF, -INF, 1.0, -1.0])

@@ -7,9 +7,9 @@ import math
 import pytest
 
 torch = pytest.importorskip("torch")
-import conftest as C  # noqa: E402
-import unswag.torch as ut  # noqa: E402
-from unswag import _native as N  # noqa: E402
+import conftest as C
+import unswag.torch as ut
+from unswag import _native as N
 
 EPS = 1e-6
 SHAPES = [(4, 7, 2048), (3, 100), (2, 3, 257), (1, 4096), (5, 1), (6, 13), (512, 2048)]
@@ -131,8 +131,8 @@ def test_gradients_match_torch_autograd_fp32():
 
 def test_backward_op_dw_is_fp32_sum():
     x, w, dy = _data((10, 64), torch.bfloat16, seed=3)
-    y, rstd = torch.ops.unswag.rms_norm_forward(x, w, EPS)
-    dx, dw = torch.ops.unswag.rms_norm_backward(dy, x, w, rstd)
+    _y, rstd = torch.ops.unswag.rms_norm_forward(x, w, EPS)
+    _dx, dw = torch.ops.unswag.rms_norm_backward(dy, x, w, rstd)
     assert dw.dtype == torch.float32 and dw.shape == w.shape
     n = (x.float() * rstd[:, None]).to(torch.bfloat16).float()
     ref = (dy.double() * n.double()).sum(0)
@@ -184,7 +184,7 @@ def test_module_drop_in():
 
 
 def test_torch_compile():
-    x, w, dy = _data((4, 64), torch.bfloat16, seed=6)
+    x, w, _dy = _data((4, 64), torch.bfloat16, seed=6)
     x.requires_grad_()
     f = torch.compile(lambda a, b: ut.rms_norm(a, b, EPS), backend="aot_eager", fullgraph=True)
     y = f(x, w)

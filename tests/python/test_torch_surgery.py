@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 
 torch = pytest.importorskip("torch")
-import conftest as C  # noqa: E402
-import unswag  # noqa: E402
-from unswag import apply_unswag_surgery, remove_unswag_surgery  # noqa: E402
-from unswag.torch import surgery as S  # noqa: E402
-import unswag.torch as ut  # noqa: E402
+import conftest as C
+import unswag
+import unswag.torch as ut
+from unswag import apply_unswag_surgery, remove_unswag_surgery
+from unswag.torch import surgery as S
 
 FP32_LOSS, FP32_GRAD = 1e-5, 1e-4
 
@@ -206,7 +206,7 @@ def test_gated_mlp_level_bytes_exact():
         remove_unswag_surgery(mlp)
 
 
-# ---- removal, idempotence, state ------------------------------------------------------------------
+# ---- removal, idempotence, state ------------------------------------------------------------
 
 @pytest.mark.parametrize("name", C.model_params())
 def test_removal_restores_bitwise(name):
@@ -234,7 +234,7 @@ def test_removal_restores_bitwise(name):
 
 
 def test_idempotent_and_reapply_with_other_options():
-    build, batch, _, _ = C.MODELS["llama"]
+    build, _batch, _, _ = C.MODELS["llama"]
     m = build()
     r1 = apply_unswag_surgery(m)
     fwd = m.model.layers[0].mlp.forward

@@ -17,11 +17,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-import conftest as C  # noqa: E402
-from torch.overrides import TorchFunctionMode  # noqa: E402
-from unswag import apply_unswag_surgery  # noqa: E402
-from unswag.torch import surgery as S  # noqa: E402
-from unswag.torch.modules import _Act  # noqa: E402
+from torch.overrides import TorchFunctionMode
+
+import conftest as C
+from unswag import apply_unswag_surgery
+from unswag.torch import surgery as S
+from unswag.torch.modules import _Act
 
 V = 128
 DEC = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4,
@@ -245,7 +246,7 @@ def test_relu_that_saves_nothing_left_alone_and_functional_calls_listed():
 def test_report_prints_codebook_and_bytes():
     rep = apply_unswag_surgery(_build("gpt2"), bits=4, attention=None)
     text = str(rep)
-    for path, proto in rep.patched:
+    for path, _proto in rep.patched:
         assert "codebook: built-in gelu_tanh, 4 bit" in rep.codes[path]
         b0, b1, unit = rep.kept_bytes[path]
         assert unit == "element" and b1 == 0.5 and b0 >= 4

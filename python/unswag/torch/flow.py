@@ -25,9 +25,8 @@ import functools
 import inspect
 import textwrap
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
-import torch
 from torch import nn
 
 _MUL_NAMES = {"mul", "mul_", "multiply", "div", "div_", "divide", "true_divide", "addcmul",
@@ -53,7 +52,7 @@ class Use:
     unknown: List[str] = field(default_factory=list)  # what could not be followed
     where: List[str] = field(default_factory=list)    # Class.method where a product is
 
-    def merge(self, o: "Use") -> None:
+    def merge(self, o: Use) -> None:
         self.product |= o.product
         self.dropout_p = max(self.dropout_p, o.dropout_p)
         self.kept |= o.kept
@@ -61,7 +60,7 @@ class Use:
         self.where += o.where
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _class_methods(klass) -> Tuple[Tuple[str, ast.FunctionDef], ...]:
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))

@@ -188,7 +188,7 @@ class GatedMLPFunction(torch.autograd.Function):
                 if dx is not None:
                     dx[s:s + tile] = grads[4]
                 del dg, du, grads
-            cast = lambda t, ref: None if t is None else t.to(ref.dtype)  # noqa: E731
+            cast = lambda t, ref: None if t is None else t.to(ref.dtype)
             dwg, dwd, dbg = cast(dwg, wg), cast(dwd, wd), cast(dbg, wg)
             if wu is not None:
                 dwu, dbu = cast(dwu, wu), cast(dbu, wu)
@@ -215,7 +215,7 @@ def gated_mlp_weights(x: Tensor, wg: Tensor, bg: Optional[Tensor], wu: Optional[
     dev = x.device.type
     if dev in ("cuda", "cpu") and torch.is_autocast_enabled(dev):
         dt = torch.get_autocast_dtype(dev)
-        c = lambda t: None if t is None else t.to(dt)  # noqa: E731
+        c = lambda t: None if t is None else t.to(dt)
         x, wg, bg, wu, bu, wd, bd = map(c, (x, wg, bg, wu, bu, wd, bd))
         with torch.autocast(dev, enabled=False):
             return GatedMLPFunction.apply(x, wg, bg, wu, bu, wd, bd, act, mode, tile_tokens,

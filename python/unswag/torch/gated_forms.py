@@ -122,7 +122,7 @@ def verify(m, form: Form, forward, act_name: str) -> Optional[str]:
         with torch.no_grad():
             got = forward(x)
             want = form.reference(m, act, x)
-    except Exception as e:  # noqa: BLE001 - any failure: not this form
+    except Exception as e:  # any failure: not this form
         return f"{name}: probe forward failed ({type(e).__name__}: {e}); left alone"
     finally:
         for mod, t in flags:

@@ -57,7 +57,7 @@ _UNSUPPORTED = {"QuickGELUActivation", "ClippedGELUActivation", "AccurateGELUAct
                 "MishActivation", "LinearActivation", "LaplaceActivation",
                 "ReLUSquaredActivation", "Hardswish", "Hardsigmoid", "Mish", "Sigmoid",
                 "Tanh", "ELU", "SELU", "CELU", "GLU", "Softplus", "PReLU", "RReLU",
-                "Mish", "Softsign", "Tanhshrink", "Threshold", "LogSigmoid"}
+                "Softsign", "Tanhshrink", "Threshold", "LogSigmoid"}
 
 ATTENTION_IMPLS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 _EXACT_ACTS = ("relu", "relu6", "leaky_relu", "hardtanh")
@@ -221,7 +221,7 @@ def _set_attention(model, impl: str) -> Tuple[str, Optional[str]]:
             model.set_attn_implementation(impl)
         else:
             cfg._attn_implementation = impl
-    except Exception as e:  # noqa: BLE001 - report, never break the model
+    except Exception as e:  # report, never break the model
         return f"unchanged ({impl} refused: {e})", None
     if cfg._attn_implementation != impl:
         return f"unchanged ({type(model).__name__} kept {cfg._attn_implementation})", None
@@ -332,8 +332,8 @@ def apply_unswag_surgery(model, *, bits: int = 2, gated: Optional[str] = "fused"
 
     Raises TypeError / ValueError for arguments of the wrong type or value.
     """
-    from . import ops  # noqa: F401  (fails early, with a clear error, if torch is absent)
     from . import gated_forms as GF
+    from . import ops  # noqa: F401  (fails early, with a clear error, if torch is absent)
     from . import probe_bytes as PB
     from .flow import Analyzer, functional_activations
     options = _check_args(model, bits, gated, tile_tokens, attention, activations, lm_loss)

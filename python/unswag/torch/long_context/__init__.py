@@ -16,19 +16,26 @@ the model's original forward unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 import torch
 import torch.nn.functional as F
 
-from .engine import (LongContextLM, Run, all_params, forward_step, host_bytes_per_token,
-                     host_specs)
+from .engine import LongContextLM, Run, all_params, forward_step, host_bytes_per_token, host_specs
 from .host_store import HostMemoryError, HostStore
 from .model import SUPPORTED, UnsupportedModelError, inspect_model
 
-__all__ = ["LongContextConfig", "make_forward", "HostMemoryError", "UnsupportedModelError",
-           "SUPPORTED", "host_bytes_per_token", "inspect_model", "host_bytes",
-           "reserve_host_memory", "release_host_memory"]
+__all__ = [
+    "SUPPORTED",
+    "HostMemoryError",
+    "LongContextConfig",
+    "UnsupportedModelError",
+    "host_bytes",
+    "host_bytes_per_token",
+    "inspect_model",
+    "make_forward",
+    "release_host_memory",
+    "reserve_host_memory",
+]
 
 
 @dataclass(frozen=True)
@@ -40,7 +47,7 @@ class LongContextConfig:
         when the host has room for it, under half its memory ("auto")."""
     chunk_tokens: int = 8192
     loss_chunk_tokens: int = 2048
-    keep_attention: Union[bool, str] = "auto"
+    keep_attention: bool | str = "auto"
 
     def __post_init__(self):
         for name in ("chunk_tokens", "loss_chunk_tokens"):

@@ -239,7 +239,7 @@ def _probe_cudnn(device, dtype) -> str:
     ("native" GQA, or K/V "expand"ed), else "no"."""
     g = torch.Generator(device="cpu").manual_seed(0)
     B, c, e, hq, hk, D = 1, 96, 224, 4, 2, 64
-    mk = lambda *sh: torch.randn(*sh, generator=g).to(device=device, dtype=dtype)  # noqa: E731
+    mk = lambda *sh: torch.randn(*sh, generator=g).to(device=device, dtype=dtype)
     q, k, v, do = mk(B, c, hq, D), mk(B, e, hk, D), mk(B, e, hk, D), mk(B, c, hq, D)
     o_ref, l_ref = math_forward(q, k, v, 0.125)
     dq_ref, [(_, dk_ref, dv_ref)] = math_backward(do, q, k, v, o_ref, l_ref, 0.125)
@@ -256,7 +256,7 @@ def _probe_cudnn(device, dtype) -> str:
                     for a, b in ((o, o_ref), (dq, dq_ref), (dk, dk_ref), (dv, dv_ref))]
             if max(errs) < 3e-2 and (lse - l_ref).abs().max().item() < 1e-2:
                 return mode
-        except Exception:  # noqa: BLE001 - an unsupported shape or build: try the next
+        except Exception:  # an unsupported shape or build: try the next mode
             pass
     _CUDNN_OK[(device, dtype)] = "no"
     return "no"

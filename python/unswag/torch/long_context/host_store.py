@@ -106,7 +106,7 @@ class HostStore:
     def __del__(self):
         try:
             self.release()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
+        except Exception:  # interpreter shutdown: CUDA may be gone
             pass
 
     @property
