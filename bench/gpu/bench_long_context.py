@@ -13,6 +13,7 @@ the first failure):
                        torch.autograd.graph.save_on_cpu(pin_memory=True)
   unswag-prev+ckpt     UnSwag's previous best: gated="recompute", lm_loss="chunked" + ckpt
   unswag-long          apply_unswag_surgery(model, long_context=True)
+  unswag-long+norm     the same with LongContextConfig(norm="unswag"): libunswag's RMSNorm
 
 Printed per (mode, context): whole peak (torch.cuda.max_memory_allocated), peak above
 weights+grads, step time, host bytes held (pinned), and the slope of the peak per token
@@ -41,7 +42,7 @@ import sys
 import time
 
 MODES = ["hf+ckpt", "liger+ckpt", "liger-tiled+ckpt", "liger-tiled+offload",
-         "unswag-prev+ckpt", "unswag-long"]
+         "unswag-prev+ckpt", "unswag-long", "unswag-long+norm"]
 CONTEXTS = [16384, 32768, 65536, 131072, 262144]
 GIB = 2 ** 30
 DEVICE = "cuda"  # the CPU smoke test overrides this
@@ -75,9 +76,11 @@ def build_model(mode: str, max_ctx: int, dev, small: bool = False):
     if mode.startswith("unswag-prev"):
         from unswag import apply_unswag_surgery
         apply_unswag_surgery(model, gated="recompute", tile_tokens=4096, lm_loss="chunked")
-    if mode == "unswag-long":
+    if mode.startswith("unswag-long"):
         from unswag import apply_unswag_surgery
-        print(apply_unswag_surgery(model, long_context=True), file=sys.stderr)
+        from unswag.torch.long_context import LongContextConfig
+        cfg = LongContextConfig(norm="unswag" if mode.endswith("+norm") else "model")
+        print(apply_unswag_surgery(model, long_context=cfg), file=sys.stderr)
     if mode.endswith("+ckpt"):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if mode.endswith("+offload"):
@@ -123,7 +126,7 @@ def child(mode: str, contexts, cap: float, small: bool = False):
         res = {"ctx": ctx}
         try:
             times, peak, host = [], 0, 0
-            if mode == "unswag-long":  # page-lock the host memory before the timed steps
+            if mode.startswith("unswag-long"):  # page-lock the host memory before the timed steps
                 from unswag.torch.long_context import reserve_host_memory
                 reserve_host_memory(model, ctx)
             # two steps (the second timed) where affordable, and for the offload modes up
@@ -146,7 +149,7 @@ def child(mode: str, contexts, cap: float, small: bool = False):
                     peak = max(peak, torch.cuda.max_memory_allocated())
                 host = getattr(off, "bytes", 0)
                 del loss
-            if mode == "unswag-long":
+            if mode.startswith("unswag-long"):
                 from unswag.torch.long_context import host_bytes
                 host = host_bytes(model)
             res.update(status="ok", weights_gib=wbytes / GIB, peak_gib=peak / GIB,

@@ -73,7 +73,8 @@ def test_models_memory_child_bisects(fake_cuda, monkeypatch):
     assert out["at_fixed"]["batch"] == 16
 
 
-@pytest.mark.parametrize("mode", ["hf+ckpt", "unswag-prev+ckpt", "unswag-long"])
+@pytest.mark.parametrize("mode", ["hf+ckpt", "unswag-prev+ckpt", "unswag-long",
+                                  "unswag-long+norm"])
 def test_long_context_child(mode, monkeypatch, capsys):
     bench = _load("bench_long_context")
     monkeypatch.setattr(bench, "DEVICE", "cpu")
@@ -81,5 +82,5 @@ def test_long_context_child(mode, monkeypatch, capsys):
     rows = [json.loads(ln[7:]) for ln in capsys.readouterr().out.splitlines()
             if ln.startswith("RESULT ")]
     assert [r["ctx"] for r in rows] == [16, 32] and all(r["status"] == "ok" for r in rows)
-    if mode == "unswag-long":
+    if mode.startswith("unswag-long"):
         assert rows[-1]["host_gib"] > 0

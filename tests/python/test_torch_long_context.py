@@ -75,6 +75,20 @@ def test_matches_unpatched(kind, keep):
     assert_same(ref, step(m, *batch()))
 
 
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_unswag_rmsnorm_kernel_matches_unpatched(kind):
+    m = tiny(kind)
+    ref = step(copy.deepcopy(m), *batch())
+    m.forward = make_forward(m, m.forward, LongContextConfig(chunk_tokens=8, norm="unswag"))
+    from unswag.torch.long_context.model import UnswagRMSNorm
+    from unswag.torch.long_context import inspect_model
+    parts = inspect_model(m, "unswag")
+    assert isinstance(parts.final_norm, UnswagRMSNorm)
+    assert isinstance(parts.layers[0].norm1, UnswagRMSNorm)
+    assert (parts.layers[0].q_norm is not None) == (kind == "qwen3")
+    assert_same(ref, step(m, *batch()))
+
+
 def test_through_surgery_and_back():
     m = tiny("llama")
     base = copy.deepcopy(m)
@@ -154,7 +168,7 @@ def test_refuses_what_it_cannot_do_exactly():
     with pytest.raises(NotImplementedError, match="sliding window of 16"):
         w(input_ids=ids, labels=labels)
     for bad in (dict(chunk_tokens=0), dict(chunk_tokens=2.5), dict(loss_chunk_tokens=True),
-                dict(keep_attention="yes")):
+                dict(keep_attention="yes"), dict(norm="fast")):
         with pytest.raises(ValueError):
             LongContextConfig(**bad)
     with pytest.raises(TypeError):

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from .engine import LongContextLM, Run, all_params, forward_step, host_bytes_per_token, host_specs
 from .host_store import HostMemoryError, HostStore
-from .model import SUPPORTED, UnsupportedModelError, inspect_model
+from .model import NORMS, SUPPORTED, UnsupportedModelError, inspect_model
 
 __all__ = [
     "SUPPORTED",
@@ -44,16 +44,22 @@ class LongContextConfig:
     loss_chunk_tokens: rows per chunk of the LM head + cross-entropy.
     keep_attention: keep each layer's attention output and logsumexp on the host so the
         backward needs no attention forward (True), recompute it (False), or keep it
-        when the host has room for it, under half its memory ("auto")."""
+        when the host has room for it, under half its memory ("auto").
+    norm: "model" runs the model's own RMSNorm modules on each chunk; "unswag" computes
+        the Llama-style ones with libunswag's RMSNorm kernel (same weight and rounding,
+        docs/rmsnorm.md); opt-in until measured faster on a GPU."""
     chunk_tokens: int = 8192
     loss_chunk_tokens: int = 2048
     keep_attention: bool | str = "auto"
+    norm: str = "model"
 
     def __post_init__(self):
         for name in ("chunk_tokens", "loss_chunk_tokens"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"LongContextConfig.{name} must be a positive int, got {v!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"LongContextConfig.norm must be one of {NORMS}, got {self.norm!r}")
         if self.keep_attention not in (True, False, "auto"):
             raise ValueError("LongContextConfig.keep_attention must be True, False or 'auto', "
                              f"got {self.keep_attention!r}")
@@ -92,7 +98,7 @@ def _keep_attention(cfg: LongContextConfig, parts, T: int, B: int, dtype, device
 def make_forward(model, original, cfg: LongContextConfig):
     """A replacement ``forward`` for `model` (a supported *ForCausalLM): calls with labels
     run the long-context step, all others the original forward."""
-    parts = inspect_model(model)
+    parts = inspect_model(model, cfg.norm)
     params = all_params(parts)
     stores = {}
 

@@ -19,6 +19,9 @@ from typing import List, Optional
 from torch import nn
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
+NORMS = ("model", "unswag")
+# RMSNorm classes computing weight * (x * rstd).to(x.dtype), the formula of libunswag's kernel
+_LLAMA_RMSNORMS = {"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm"}
 
 
 class UnsupportedModelError(ValueError):
@@ -53,13 +56,35 @@ class ModelParts:
     attention_dropout: float
 
 
+class UnswagRMSNorm(nn.Module):
+    """A model's RMSNorm module computed by libunswag's kernel (unswag.torch.rms_norm):
+    the same weight, the same rounding, only x and one fp32 rstd a row kept."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        from ..norm_ops import rms_norm
+        return rms_norm(x, self.inner.weight, float(self.inner.variance_epsilon))
+
+
+def _norm(m: Optional[nn.Module], norm: str) -> Optional[nn.Module]:
+    if m is None or norm == "model" or type(m).__name__ not in _LLAMA_RMSNORMS:
+        return m
+    return UnswagRMSNorm(m)
+
+
 def _need(cond: bool, name: str, why: str) -> None:
     if not cond:
         raise UnsupportedModelError(f"unswag long-context mode: {name}: {why}")
 
 
-def inspect_model(model) -> ModelParts:
-    """The parts of a supported causal LM; UnsupportedModelError naming what is not."""
+def inspect_model(model, norm: str = "model") -> ModelParts:
+    """The parts of a supported causal LM; UnsupportedModelError naming what is not.
+    norm="unswag" computes the Llama-style RMSNorms with libunswag's kernel."""
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     name = type(model).__name__
     cfg = getattr(model, "config", None)
     mtype = getattr(cfg, "model_type", None)
@@ -102,12 +127,15 @@ def inspect_model(model) -> ModelParts:
         if window is None and mtype == "mistral":
             window = getattr(cfg, "sliding_window", None)
         layers.append(LayerParts(
-            norm1=layer.input_layernorm, norm2=layer.post_attention_layernorm,
+            norm1=_norm(layer.input_layernorm, norm),
+            norm2=_norm(layer.post_attention_layernorm, norm),
             q_proj=attn.q_proj, k_proj=attn.k_proj, v_proj=attn.v_proj, o_proj=attn.o_proj,
-            q_norm=getattr(attn, "q_norm", None), k_norm=getattr(attn, "k_norm", None),
+            q_norm=_norm(getattr(attn, "q_norm", None), norm),
+            k_norm=_norm(getattr(attn, "k_norm", None), norm),
             mlp=layer.mlp, sliding_window=window))
     _need(bool(layers), name, "no decoder layers")
-    return ModelParts(embed=embed, layers=layers, final_norm=base.norm, rotary=base.rotary_emb,
+    return ModelParts(embed=embed, layers=layers, final_norm=_norm(base.norm, norm),
+                      rotary=base.rotary_emb,
                       lm_head=head, num_heads=heads, num_kv_heads=kv, head_dim=dim,
                       scale=scale,
                       attention_dropout=float(getattr(cfg, "attention_dropout", 0.0) or 0.0))
