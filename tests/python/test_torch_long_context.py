@@ -80,8 +80,8 @@ def test_unswag_rmsnorm_kernel_matches_unpatched(kind):
     m = tiny(kind)
     ref = step(copy.deepcopy(m), *batch())
     m.forward = make_forward(m, m.forward, LongContextConfig(chunk_tokens=8, norm="unswag"))
-    from unswag.torch.long_context.model import UnswagRMSNorm
     from unswag.torch.long_context import inspect_model
+    from unswag.torch.long_context.model import UnswagRMSNorm
     parts = inspect_model(m, "unswag")
     assert isinstance(parts.final_norm, UnswagRMSNorm)
     assert isinstance(parts.layers[0].norm1, UnswagRMSNorm)
