@@ -37,6 +37,7 @@ class LayerParts:
     k_norm: Optional[nn.Module]
     mlp: nn.Module
     sliding_window: Optional[int]
+    module: nn.Module          # the decoder layer itself (FSDP2 shards it as one unit)
 
 
 @dataclass
@@ -105,7 +106,7 @@ def inspect_model(model) -> ModelParts:
             norm1=layer.input_layernorm, norm2=layer.post_attention_layernorm,
             q_proj=attn.q_proj, k_proj=attn.k_proj, v_proj=attn.v_proj, o_proj=attn.o_proj,
             q_norm=getattr(attn, "q_norm", None), k_norm=getattr(attn, "k_norm", None),
-            mlp=layer.mlp, sliding_window=window))
+            mlp=layer.mlp, sliding_window=window, module=layer))
     _need(bool(layers), name, "no decoder layers")
     return ModelParts(embed=embed, layers=layers, final_norm=base.norm, rotary=base.rotary_emb,
                       lm_head=head, num_heads=heads, num_kv_heads=kv, head_dim=dim,
