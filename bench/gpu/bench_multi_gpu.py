@@ -18,18 +18,17 @@ rank), step time (the slower rank), tokens/s, host bytes pinned per rank.  Conte
 to 64k run two steps and report the second; longer ones one.  Each GPU is capped with
 torch.cuda.set_per_process_memory_fraction (--caps, GiB).  A sweep stops at the first
 context that fails on any rank (OOM, host memory) or would not finish within --budget.
-One command on the lent 2-GPU machine (nvidia-h200-x2), from the repository root:
+On the lent 2-GPU machine (nvidia-h200-x2), from the repository root, one command per
+device call (each under 10 minutes; tests/gpu/run_multi_gpu.sh builds libunswag for CUDA
+if needed, sets NCCL_NVLS_ENABLE=0 and TORCH_SYMM_MEM_DISABLE_MULTICAST=1, and runs
+``torchrun --standalone --nproc-per-node 2 bench/gpu/bench_multi_gpu.py ARGS``):
 
-    NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 PYTHONPATH=python \\
-    UNSWAG_LIBRARY=build-gpu/libunswag.so torchrun --standalone --nproc-per-node 2 \\
-      bench/gpu/bench_multi_gpu.py --caps 80 16 --contexts 16384 32768 65536 131072
+    bash tests/gpu/run_multi_gpu.sh bench --caps 16 --contexts 16384 32768 65536 131072 262144 --tag -16g
+    bash tests/gpu/run_multi_gpu.sh bench --caps 80 --contexts 16384 32768 65536 131072 --tag -80g
+    bash tests/gpu/run_multi_gpu.sh bench --caps 16 --modes unswag-long+fsdp --contexts 524288 --tag -16g-512k
 
-and a 512k step under the 16 GiB cap in a device call of its own (about 5 minutes):
-
-    ... bench/gpu/bench_multi_gpu.py --caps 16 --modes unswag-long+fsdp \\
-      --contexts 262144 524288 --tag -16g-long
-
-(the script sets NCCL_NVLS_ENABLE=0 and TORCH_SYMM_MEM_DISABLE_MULTICAST=1 itself too).
+(a 512k step takes about 5 minutes, as on one GPU: every GPU trains its own 512k tokens).
+The script sets NCCL_NVLS_ENABLE=0 and TORCH_SYMM_MEM_DISABLE_MULTICAST=1 itself too.
 Writes $OUT/multi_gpu{tag}.txt and .json when OUT is set, rewritten after every
 context so that a killed run keeps what it measured.
 """
@@ -227,7 +226,8 @@ def main(argv=None):
     ap.add_argument("--contexts", type=int, nargs="*", default=CONTEXTS)
     ap.add_argument("--caps", type=float, nargs="*", default=[80.0, 16.0],
                     help="GiB each GPU's process may use")
-    ap.add_argument("--budget", type=float, default=540.0, help="seconds for the whole run")
+    ap.add_argument("--budget", type=float, default=480.0,
+                    help="seconds for the whole run (a device call lasts at most 600)")
     ap.add_argument("--tag", default="", help="suffix of the output file names")
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                     help="cpu: gloo and a tiny model (the CI smoke test)")

@@ -2,7 +2,8 @@
 """The surgery and the long-context mode under DDP and FSDP2: loss and every parameter
 gradient of a 2-process step equal to one process's step on the same global batch.
 
-On the lent 2-GPU machine (NCCL, bf16, a 4-layer Llama at 4k tokens per GPU):
+On the lent 2-GPU machine (NCCL, bf16, a 4-layer Llama at 4k tokens per GPU), with
+libunswag built for CUDA (tests/gpu/run_multi_gpu.sh builds it and runs this):
 
     NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 \\
     PYTHONPATH=python UNSWAG_LIBRARY=build-gpu/libunswag.so \\
@@ -27,7 +28,6 @@ Last line (rank 0): "N passed, N failed"; with OUT set also $OUT/multi_gpu_tests
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
 import tempfile
@@ -83,6 +83,8 @@ def build(name, shape, seq, seed, dtype, chunk):
         apply_unswag_surgery(model, long_context=LongContextConfig(
             chunk_tokens=chunk, loss_chunk_tokens=chunk, keep_attention=True))
     else:
+        if "tile_tokens" in kw:  # several tiles per sequence, on either device
+            kw = dict(kw, tile_tokens=chunk)
         apply_unswag_surgery(model, **kw)
     return model
 
