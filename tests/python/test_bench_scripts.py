@@ -84,3 +84,34 @@ def test_long_context_child(mode, monkeypatch, capsys):
     assert [r["ctx"] for r in rows] == [16, 32] and all(r["status"] == "ok" for r in rows)
     if mode.startswith("unswag-long"):
         assert rows[-1]["host_gib"] > 0
+
+
+def test_multi_gpu_ranks_on_cpu(tmp_path):
+    """bench_multi_gpu.py under torch.distributed.run, 2 processes, gloo, a tiny model: every
+    mode's sweep, a (fake) OOM in the middle of a step at 64 tokens that ends each sweep on
+    both ranks, and the table and JSON it writes."""
+    import subprocess
+    import sys
+    env = dict(os.environ, OMP_NUM_THREADS="1", OUT=str(tmp_path),
+               UNSWAG_BENCH_FAKE_OOM_AT="64")
+    env["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "python")] +
+                                        [p for p in [env.get("PYTHONPATH")] if p])
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                        "--nproc-per-node", "2", os.path.join(ROOT, "bench", "gpu",
+                                                              "bench_multi_gpu.py"),
+                        "--device", "cpu", "--contexts", "16", "32", "64", "128",
+                        "--caps", "16", "--chunk-tokens", "8"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    with open(tmp_path / "multi_gpu.json") as f:
+        res = json.load(f)["results"]
+    bench = _load("bench_multi_gpu")
+    assert sorted(res) == sorted(f"{m}@16" for m in bench.MODES)
+    for key, rows in res.items():
+        assert [x["ctx"] for x in rows] == [16, 32, 64], key
+        assert [x["status"] for x in rows] == ["ok", "ok", "OOM"], key
+        gpus = 1 if key.startswith("unswag-long@1gpu") else 2
+        assert len(rows[0]["peak_gib"]) == gpus and rows[1]["tokens_per_s"] > 0
+        if key.startswith("unswag-long"):
+            assert min(rows[1]["host_gib"]) > 0
+    assert "unswag-long+fsdp, cap 16 GiB per GPU" in (tmp_path / "multi_gpu.txt").read_text()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from . import sharding
 from .engine import LongContextLM, Run, all_params, forward_step, host_bytes_per_token, host_specs
 from .host_store import HostMemoryError, HostStore
 from .model import NORMS, SUPPORTED, UnsupportedModelError, inspect_model
@@ -99,7 +100,6 @@ def make_forward(model, original, cfg: LongContextConfig):
     """A replacement ``forward`` for `model` (a supported *ForCausalLM): calls with labels
     run the long-context step, all others the original forward."""
     parts = inspect_model(model, cfg.norm)
-    params = all_params(parts)
     stores = {}
 
     def layout(B: int, T: int, device):
@@ -152,11 +152,19 @@ def make_forward(model, original, cfg: LongContextConfig):
         denom = None
         if num_items is not None:
             denom = float(num_items.item() if torch.is_tensor(num_items) else num_items)
+        sharded = sharding.check_layout(model, parts)
+        # taken per call: FSDP2 swaps the modules' parameters (sharded / unsharded)
+        params = sharding.step_params(parts, all_params) if sharded else all_params(parts)
         store, chunks, keep = layout(B, T, ids.device)
         run = Run(parts=parts, store=store, chunks=chunks, keep_attention=keep,
                   position_ids=pos, targets=shift.to(ids.device), ignore_index=ignore,
                   denom=denom, loss_chunk=cfg.loss_chunk_tokens, params=params)
-        need_grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+        need_grad = torch.is_grad_enabled() and (
+            sharding.any_needs_grad(parts) if sharded else any(p.requires_grad for p in params))
+        if need_grad and not any(p.requires_grad for p in params):
+            raise NotImplementedError(
+                "unswag long-context mode: under FSDP2 with sharded layers, the embedding, "
+                "final norm or head must be trainable (the step's gradients flow through them)")
         if need_grad:
             loss = LongContextLM.apply(run, ids, *params)
         else:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..lm_loss import chunk_loss_and_grad
-from . import attention
+from . import attention, sharding
 from .host_store import HostStore
 from .model import LayerParts, ModelParts
 
@@ -232,7 +232,8 @@ def forward_step(run: Run, ids: Tensor, need_grad: bool):
         run.stats["host_bytes"] = run.store.plan(
             host_specs(P, ids.shape[0], run.chunks, run.keep_attention, resid.dtype))
     for li in range(len(P.layers)):
-        _layer_forward(run, li, resid, cos, sin, need_grad)
+        with sharding.gathered(P.layers[li].module):  # FSDP2 units only
+            _layer_forward(run, li, resid, cos, sin, need_grad)
     acc: Dict[int, Tensor] = {}
     loss = _loss(run, resid, need_grad, acc)
     return loss, (resid, acc, cos, sin) if need_grad else None
@@ -329,7 +330,11 @@ class LongContextLM(torch.autograd.Function):
         for key in list(acc):  # the head's and final norm's parts were made for gout = 1
             acc[key] *= gout
         for li in reversed(range(len(P.layers))):
-            _layer_backward(run, li, dY, cos, sin, acc)
+            L = P.layers[li]
+            with sharding.gathered(L.module):
+                _layer_backward(run, li, dY, cos, sin, acc)
+                if sharding.is_sharded(L.module):  # FSDP2 reduce-scatters these later
+                    sharding.hand_over(acc, _trainable(attention_params(L) + mlp_params(L)))
         We = P.embed.weight
         if We.requires_grad:
             ge = torch.zeros(We.shape, dtype=torch.float32, device=We.device)
@@ -344,6 +349,7 @@ class LongContextLM(torch.autograd.Function):
                 ge += acc[id(We)]
             acc[id(We)] = ge
         del dY
-        grads = [acc[id(p)].to(p.dtype) if (p.requires_grad and id(p) in acc) else None
+        grads = [acc[id(p)].to(sharding.grad_dtype(p)) if (p.requires_grad and id(p) in acc)
+                 else None
                  for p in run.params]
         return (None, None, *grads)

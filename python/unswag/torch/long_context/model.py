@@ -40,6 +40,7 @@ class LayerParts:
     k_norm: Optional[nn.Module]
     mlp: nn.Module
     sliding_window: Optional[int]
+    module: nn.Module          # the decoder layer itself (FSDP2 shards it as one unit)
 
 
 @dataclass
@@ -132,7 +133,7 @@ def inspect_model(model, norm: str = "model") -> ModelParts:
             q_proj=attn.q_proj, k_proj=attn.k_proj, v_proj=attn.v_proj, o_proj=attn.o_proj,
             q_norm=_norm(getattr(attn, "q_norm", None), norm),
             k_norm=_norm(getattr(attn, "k_norm", None), norm),
-            mlp=layer.mlp, sliding_window=window))
+            mlp=layer.mlp, sliding_window=window, module=layer))
     _need(bool(layers), name, "no decoder layers")
     return ModelParts(embed=embed, layers=layers, final_norm=_norm(base.norm, norm),
                       rotary=base.rotary_emb,

@@ -1,0 +1,39 @@
+"""The surgery and the long-context mode in a process group: 2 processes, gloo, CPU.
+
+Runs tests/gpu/test_multi_gpu.py (the 2-GPU check, which takes ``--device cpu``) under
+``torch.distributed.run``: DDP and FSDP2 (fully_shard per decoder layer and on the model)
+with activation codes (GPT-2), gated="fused", gated="recompute" + lm_loss="chunked" and
+the long-context mode (Llama), FSDP2 mixed precision (bf16 parameters, fp32 reduction)
+with the long-context mode, state_dict round trips, and the refused FSDP2 layouts: the
+loss and every parameter gradient of the 2-process step equal to one process's step on
+the same global batch within fp32 noise (bf16 noise for mixed precision)."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+if not torch.distributed.is_available():
+    pytest.skip("torch without distributed support", allow_module_level=True)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_two_processes_equal_one():
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join(
+        [os.path.join(ROOT, "python")] + [p for p in [env.get("PYTHONPATH")] if p])
+    env.pop("OUT", None)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                        "--nproc-per-node", "2",
+                        os.path.join(ROOT, "tests", "gpu", "test_multi_gpu.py"),
+                        "--device", "cpu"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith(("PASS", "FAIL"))]
+    assert lines and lines[-1].startswith("PASS long-context layouts"), r.stdout + r.stderr[-3000:]
+    fails = [ln for ln in lines if ln.startswith("FAIL")]
+    assert not fails, "\n".join(fails) + "\n" + r.stderr[-3000:]
+    assert r.stdout.splitlines()[-1] == f"{len(lines)} passed, 0 failed"
+    assert len(lines) == 12 and r.returncode == 0
