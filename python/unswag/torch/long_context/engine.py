@@ -303,11 +303,11 @@ def _layer_backward(run: Run, li: int, dY: Tensor, cos: Tensor, sin: Tensor,
         _accumulate(acc, ps3, g3[1:])
         dY[:, s:e] = dh + g3[0]
         del g3, dq, q, k, v, n1, xl, x, dh
-    # the layer is done: its gradients rounded once to the parameters' dtype now, so that
-    # only one layer's fp32 sums live at a time
+    # the layer is done: its gradients rounded once to the dtype they are returned in now,
+    # so that only one layer's fp32 sums live at a time
     for p in ps1 + ps3:
         if id(p) in acc:
-            acc[id(p)] = acc[id(p)].to(p.dtype)
+            acc[id(p)] = acc[id(p)].to(sharding.grad_dtype(p))
 
 
 class LongContextLM(torch.autograd.Function):
