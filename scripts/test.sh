@@ -11,6 +11,8 @@ command -v cmake >/dev/null || need+=(cmake)
 command -v gcc >/dev/null || need+=(gcc)
 command -v clang >/dev/null || need+=(clang)
 command -v pkg-config >/dev/null || need+=(pkg-config)
+# real text for tests/python/test_bench_scripts.py's convergence bench (2.7 MB, BSD)
+[ -d /usr/share/games/fortunes ] || need+=(fortunes)
 [ -e /usr/lib/llvm-14/lib/libomp.so ] || ls /usr/lib/llvm-*/lib/libomp.so >/dev/null 2>&1 || need+=(libomp-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]}"

@@ -173,15 +173,17 @@ def builtin_codebook(act: str, bits: int) -> Codebook:
 
 
 def fit_codebook_histogram(act: str, bits: int, counts, lo: float, hi: float,
-                           grid_cells: int = 0) -> Codebook:
+                           grid_cells: int = 0, grid_range: float = 0.0) -> Codebook:
     """unswag_codebook_fit of the exact derivative of smooth `act` at `bits`, weighted by
-    a histogram of observed inputs: `counts` over equal bins of [lo, hi]."""
+    a histogram of observed inputs: `counts` over equal bins of [lo, hi]; the fit's grid
+    covers [-grid_range, grid_range] (0: [lo, hi])."""
     if act not in ACTIVATIONS or act in EXACT:
         raise ValueError(f"fit_codebook_histogram: {act!r} is not a smooth activation")
     l = lib()
     a = ACTIVATIONS[act]
     arr = (ctypes.c_double * len(counts))(*[float(v) for v in counts])
-    opts = FitOptions(0.0, arr, len(counts), float(lo), float(hi), int(grid_cells), 0.0)
+    opts = FitOptions(0.0, arr, len(counts), float(lo), float(hi), int(grid_cells),
+                      float(grid_range))
     deriv = DERIVATIVE_FN(lambda x, _user: l.unswag_derivative(a, x))
     cb = Codebook()
     check(l.unswag_codebook_fit(deriv, None, bits, ctypes.byref(opts), ctypes.byref(cb)),

@@ -16,7 +16,7 @@ Two ways to get one:
 - ``calibrate_codebooks(model, batches)``: runs the model on ``batches`` without
   gradients and fits every patched silu/gelu on what it saw.
 
-The histogram is exact counts (no atomics: ``torch.bincount``) of the inputs over
+The histogram is exact counts (``torch.bucketize`` + ``torch.bincount``) of the inputs over
 HIST_BINS equal bins of [-HIST_RANGE, HIST_RANGE]; inputs beyond it count in the end
 bins (f' is 0 or 1 to within 1e-40 out there) and NaN in the lowest bin, where the
 code format puts it (code 0).  Counting and fitting are deterministic, so the same
@@ -37,30 +37,65 @@ _CHUNK = 1 << 22    # elements counted at a time (bounds the int64 index copy)
 
 
 def histogram(x: torch.Tensor) -> torch.Tensor:
-    """Counts (int64, HIST_BINS, on x's device) of x over [-HIST_RANGE, HIST_RANGE]."""
+    """Counts (int64, HIST_BINS, on x's device) of x over [-HIST_RANGE, HIST_RANGE].
+    Bins by comparison with the edges (all exact floats), never by arithmetic on x, so
+    no rounding can move an input across an edge."""
     flat = x.detach().reshape(-1)
     out = torch.zeros(HIST_BINS, dtype=torch.int64, device=x.device)
-    scale = HIST_BINS / (2 * HIST_RANGE)
+    edges = ((torch.arange(HIST_BINS + 1, dtype=torch.float32) - HIST_BINS / 2)
+             * (2 * HIST_RANGE / HIST_BINS)).to(x.device)
     for s in range(0, flat.numel(), _CHUNK):
         t = flat[s:s + _CHUNK].float()
         t = torch.nan_to_num(t, nan=-HIST_RANGE, posinf=HIST_RANGE, neginf=-HIST_RANGE)
-        idx = ((t.clamp(-HIST_RANGE, HIST_RANGE) + HIST_RANGE) * scale).long()
+        idx = torch.bucketize(t, edges, right=True) - 1  # edges[idx] <= t < edges[idx + 1]
         out += torch.bincount(idx.clamp_(0, HIST_BINS - 1), minlength=HIST_BINS)
     return out
+
+
+def grid_range(counts) -> float:
+    """Half-width of the fit's grid: the smallest power of two (1/16 to HIST_RANGE) that
+    covers every non-empty bin, so the grid's 8192 cells sit where the data is (a narrow
+    histogram on the full range leaves an 8-bit fit ~2 cells a piece)."""
+    nz = torch.nonzero(torch.as_tensor(counts)).flatten()
+    if nz.numel() == 0:
+        return HIST_RANGE
+    w = 2 * HIST_RANGE / HIST_BINS
+    reach = max(abs(-HIST_RANGE + w * int(nz[0])), abs(-HIST_RANGE + w * (int(nz[-1]) + 1)))
+    r = 1.0 / 16
+    while r < reach and r < HIST_RANGE:
+        r *= 2
+    return r
 
 
 def fit(act: str, bits: int, counts) -> List[float]:
     """The histogram-weighted L2 fit of act' at `bits`: boundaries then levels."""
     from .. import _native as N
     counts = [float(c) for c in (counts.tolist() if hasattr(counts, "tolist") else counts)]
-    cb = N.fit_codebook_histogram(act, bits, counts, -HIST_RANGE, HIST_RANGE)
+    cb = N.fit_codebook_histogram(act, bits, counts, -HIST_RANGE, HIST_RANGE,
+                                  grid_range=grid_range(counts))
     m = 1 << bits
     return list(cb.boundaries[: m - 1]) + list(cb.levels[:m])
 
 
+_SUB = 16  # evaluation points per bin (the histogram's density is constant on a bin)
+_DERIV = {}  # act -> f' at the evaluation points (float64), computed once
+
+
+def _eval_points(act: str):
+    from .. import _native as N
+    if act not in _DERIV:
+        w = 2 * HIST_RANGE / HIST_BINS
+        x = -HIST_RANGE + w * (torch.arange(HIST_BINS * _SUB, dtype=torch.float64) + 0.5) / _SUB
+        lib, a = N.lib(), N.ACTIVATIONS[act]
+        d = torch.tensor([lib.unswag_derivative(a, v) for v in x.tolist()], dtype=torch.float64)
+        _DERIV[act] = (x, d)
+    return _DERIV[act]
+
+
 def rms_under(act: str, bits: int, codebook: Optional[List[float]], counts) -> float:
-    """Weighted RMS of f' - q at the bin centres under `counts` (codebook None: the
-    built-in one), so a calibrated and the built-in codebook compare on the same data."""
+    """Weighted RMS of f' - q under the histogram `counts` (density constant on each bin,
+    _SUB midpoints a bin); codebook None: the built-in one.  So a calibrated and the
+    built-in codebook compare on the same data."""
     from .. import _native as N
     m = 1 << bits
     if codebook is None:
@@ -68,15 +103,10 @@ def rms_under(act: str, bits: int, codebook: Optional[List[float]], counts) -> f
         bounds, levels = list(cb.boundaries[: m - 1]), list(cb.levels[:m])
     else:
         bounds, levels = codebook[: m - 1], codebook[m - 1:]
-    lib = N.lib()
-    a = N.ACTIVATIONS[act]
-    c = torch.as_tensor([float(v) for v in counts], dtype=torch.float64)
-    w = 2 * HIST_RANGE / HIST_BINS
-    centres = -HIST_RANGE + w * (torch.arange(HIST_BINS, dtype=torch.float64) + 0.5)
-    code = torch.bucketize(centres, torch.tensor(bounds, dtype=torch.float64), right=False)
+    x, d = _eval_points(act)
+    c = torch.as_tensor([float(v) for v in counts], dtype=torch.float64).repeat_interleave(_SUB)
+    code = torch.bucketize(x, torch.tensor(bounds, dtype=torch.float64), right=False)
     q = torch.tensor(levels, dtype=torch.float64)[code]
-    d = torch.tensor([lib.unswag_derivative(a, float(v)) for v in centres.tolist()],
-                     dtype=torch.float64)
     return float(((c * (d - q) ** 2).sum() / c.sum()).sqrt())
 
 
