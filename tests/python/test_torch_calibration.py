@@ -263,3 +263,17 @@ def test_calibrate_codebooks_fits_on_the_batches():
     assert model[1].codebook == C.fit("gelu", 2, want)
     with pytest.raises(ValueError, match="apply_unswag_surgery"):
         C.calibrate_codebooks(_mlp(), batches)
+
+
+def test_compiled_module_with_calibrated_codebook_matches_eager():
+    """After calibration the module compiles with fullgraph=True (the codebook is a
+    constant list of floats) and gives eager's gradient bit for bit."""
+    m = ut.GELU(bits=4)
+    m.start_calibration(1)
+    m(_inputs(1, seed=4)[0])
+    assert m.codebook is not None and m.calibration.finished()
+    x = torch.randn(6, 40, generator=torch.Generator().manual_seed(5))
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    m(xa).square().sum().backward()
+    torch.compile(m, backend="aot_eager", fullgraph=True)(xb).square().sum().backward()
+    assert torch.equal(xa.grad, xb.grad)
