@@ -381,17 +381,29 @@ def main(argv=None) -> dict:
         print(f"[{i + 1}/{len(plan)}] {m} {v} seed {s}{' (repeat)' if repeat else ''}: final "
               f"{r['final_val_loss']:.4f}, {r['step_ms']:.1f} ms/step; {el:.0f} s so far, "
               f"~{el / (i + 1) * (len(plan) - i - 1):.0f} s to go", flush=True)
-    summary = summarise(runs, noise)
-    text = head + "\n" + table(summary, a)
-    print(text)
+        write_results(a, head, device_name, runs, noise, final=i == len(plan) - 1)
+    return write_results(a, head, device_name, runs, noise, final=True, show=True)
+
+
+def write_results(a, head, device_name, runs, noise, final: bool, show: bool = False):
+    """$OUT/convergence-<models>.json and .txt; rewritten after every run, so a run cut
+    short by a time limit still leaves what it finished (marked partial)."""
+    with_exact = [r for r in runs if any(x["model"] == r["model"] and x["variant"] == "exact"
+                                         for x in runs)]
+    summary = summarise(with_exact, noise) if with_exact else {}
+    text = head + ("" if final else f"\nPARTIAL: {len(runs)} runs finished") + "\n" + \
+        table(summary, a)
+    if show:
+        print(text)
     reports = {f"{r['model']} {r['variant']}": r["report"] for r in runs
                if r["report"] and r["seed"] == a.seed0}
-    result = {"header": head, "args": vars(a), "device": device_name, "summary": summary,
-              "runs": runs, "reports": reports}
+    result = {"header": head, "final": final, "args": vars(a), "device": device_name,
+              "summary": summary, "runs": runs, "reports": reports}
     os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "convergence.json"), "w") as f:
+    stem = os.path.join(a.out, "convergence-" + a.models.replace(",", "-"))
+    with open(stem + ".json", "w") as f:
         json.dump(result, f, indent=1)
-    with open(os.path.join(a.out, "convergence.txt"), "w") as f:
+    with open(stem + ".txt", "w") as f:
         f.write(text + "\n\nSurgery reports (seed %d):\n" % a.seed0)
         for k, rep in reports.items():
             f.write(f"-- {k}\n{rep}\n")
