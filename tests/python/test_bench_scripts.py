@@ -129,4 +129,5 @@ def test_convergence_bench_runs_tiny(tmp_path, capsys):
         saved = json.load(f)
     assert saved["final"] and saved["summary"]["gelu"]["exact_sd"] == s["gelu"]["exact_sd"]
     assert "noise floor" in (tmp_path / "convergence-gelu-silu.txt").read_text()
+    assert saved["nondeterministic_ops"] == []
     assert "minus exact" in capsys.readouterr().out
