@@ -193,6 +193,16 @@ def test_module_refits_every_k_calls():
     assert "refitted every 3 calls (2 fits so far)" in m.codebook_text()
 
 
+def test_calibration_windows_are_checked_and_empty_inputs_ignored():
+    m = ut.SiLU(bits=2)
+    for calls, every in ((0, None), (2, 2), (None, 5), (True, None), (1.5, None)):
+        with pytest.raises(ValueError):
+            m.start_calibration(calls, every)
+    m.start_calibration(1)
+    m(torch.empty(0, 8))  # counted as a call, adds nothing: no fit on an empty histogram
+    assert m.codebook is None and m.calibration.finished()
+
+
 def test_gradient_uses_the_calibrated_codebook():
     xs = _inputs(2, seed=2)
     m = ut.SiLU(bits=2)
@@ -254,11 +264,10 @@ def test_calibrate_codebooks_fits_on_the_batches():
     batches = [torch.randn(16, 16, generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
     want = C.histogram(torch.nn.functional.linear(torch.cat(batches), model[0].weight,
                                                   model[0].bias))
-    out = calibrate_and_describe = C.calibrate_codebooks(model, batches,
-                                                         forward=lambda m, b: m(b))
+    out = C.calibrate_codebooks(model, batches, forward=lambda m, b: m(b))
     assert set(out) == {"1", "3"}
     assert model[1].codebook == C.fit("gelu", 2, want)
-    assert "over 2 calls" in calibrate_and_describe["1"]
+    assert "over 2 calls" in out["1"]
     model(batches[0])  # closed: later calls change nothing
     assert model[1].codebook == C.fit("gelu", 2, want)
     with pytest.raises(ValueError, match="apply_unswag_surgery"):

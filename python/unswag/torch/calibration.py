@@ -118,6 +118,12 @@ class Calibration:
 
     def __init__(self, calls: Optional[int], every: Optional[int] = None,
                  train_only: bool = False):
+        for name, v in (("calls", calls), ("every", every)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+                raise ValueError(f"calibration: {name} must be a positive int or None, got {v!r}")
+        if every is not None and (calls is None or every <= calls):
+            raise ValueError(f"calibration: every ({every}) needs calls and must exceed it "
+                             f"(calls={calls})")
         self.calls, self.every, self.train_only = calls, every, train_only
         self.t = 0              # forward calls seen
         self.counts = None      # histogram of the current window (device tensor)
@@ -144,6 +150,8 @@ class Calibration:
         return pos == self.calls - 1
 
     def add(self, x: torch.Tensor) -> None:
+        if x.numel() == 0:
+            return
         h = histogram(x)
         self.counts = h if self.counts is None else self.counts + h
         self.window_calls += 1
