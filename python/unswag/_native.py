@@ -35,6 +35,19 @@ class Codebook(ctypes.Structure):
                 ("rms_error", ctypes.c_double)]
 
 
+class FitOptions(ctypes.Structure):
+    """unswag_fit_options: the weighting and grid of unswag_codebook_fit."""
+    _fields_ = [("sigma", ctypes.c_double),
+                ("hist_counts", ctypes.POINTER(ctypes.c_double)),
+                ("hist_bins", ctypes.c_size_t),
+                ("hist_lo", ctypes.c_double), ("hist_hi", ctypes.c_double),
+                ("grid_cells", ctypes.c_size_t),
+                ("range", ctypes.c_double)]
+
+
+DERIVATIVE_FN = ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_double, ctypes.c_void_p)
+
+
 class Op(ctypes.Structure):
     _fields_ = [("act", ctypes.c_int), ("bits", ctypes.c_int), ("slope", ctypes.c_float),
                 ("lo", ctypes.c_float), ("hi", ctypes.c_float),
@@ -64,6 +77,10 @@ def _declare(l: ctypes.CDLL) -> None:
         "unswag_code_bytes": ([sz, i, c.POINTER(sz)], st),
         "unswag_codebook_builtin": ([i, i, c.POINTER(Codebook)], st),
         "unswag_op_validate": ([c.POINTER(Op)], st),
+        "unswag_codebook_validate": ([c.POINTER(Codebook)], st),
+        "unswag_derivative": ([i, c.c_double], c.c_double),
+        "unswag_codebook_fit": ([DERIVATIVE_FN, vp, i, c.POINTER(FitOptions),
+                                 c.POINTER(Codebook)], st),
         "unswag_forward": ([c.POINTER(Op), i, vp, vp, vp, sz], st),
         "unswag_backward": ([c.POINTER(Op), i, vp, vp, vp, sz], st),
         "unswag_forward_cuda": ([c.POINTER(Op), i, vp, vp, vp, sz, vp], st),
@@ -150,6 +167,25 @@ def code_bytes(n: int, bits: int) -> int:
 def builtin_codebook(act: str, bits: int) -> Codebook:
     cb = Codebook()
     check(lib().unswag_codebook_builtin(ACTIVATIONS[act], bits, ctypes.byref(cb)), "codebook")
+    return cb
+
+
+def fit_codebook_histogram(act: str, bits: int, counts, lo: float, hi: float,
+                           grid_cells: int = 0, grid_range: float = 0.0) -> Codebook:
+    """unswag_codebook_fit of the exact derivative of smooth `act` at `bits`, weighted by
+    a histogram of observed inputs: `counts` over equal bins of [lo, hi]; the fit's grid
+    covers [-grid_range, grid_range] (0: [lo, hi])."""
+    if act not in ACTIVATIONS or act in EXACT:
+        raise ValueError(f"fit_codebook_histogram: {act!r} is not a smooth activation")
+    l = lib()
+    a = ACTIVATIONS[act]
+    arr = (ctypes.c_double * len(counts))(*[float(v) for v in counts])
+    opts = FitOptions(0.0, arr, len(counts), float(lo), float(hi), int(grid_cells),
+                      float(grid_range))
+    deriv = DERIVATIVE_FN(lambda x, _user: l.unswag_derivative(a, x))
+    cb = Codebook()
+    check(l.unswag_codebook_fit(deriv, None, bits, ctypes.byref(opts), ctypes.byref(cb)),
+          f"codebook_fit({act}, bits={bits}, histogram of {len(counts)} bins)")
     return cb
 
 

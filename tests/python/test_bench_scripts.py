@@ -115,3 +115,51 @@ def test_multi_gpu_ranks_on_cpu(tmp_path):
         if key.startswith("unswag-long"):
             assert min(rows[1]["host_gib"]) > 0
     assert "unswag-long+fsdp, cap 16 GiB per GPU" in (tmp_path / "multi_gpu.txt").read_text()
+
+
+FORTUNES = "/usr/share/games/fortunes"
+
+
+def test_convergence_reads_fortune_records(tmp_path):
+    bench = _load("bench_convergence")
+    (tmp_path / "b").write_bytes(b"second file\n%\n")
+    (tmp_path / "a").write_bytes(b"one\ntwo lines\n%\nthree\n%\n")
+    (tmp_path / "a.dat").write_bytes(b"\x00\x01index")
+    (tmp_path / "a.u8").symlink_to(tmp_path / "a")
+    recs = bench.read_records(str(tmp_path))
+    assert recs == [b"one\ntwo lines\n", b"three\n", b"second file\n"]
+    train, val = bench.split_corpus(recs * 10)  # 30 records: numbers 19 and 39 (none) to val
+    assert val == recs[1] and len(train) + len(val) == 10 * sum(map(len, recs))
+    with pytest.raises(FileNotFoundError, match="apt-get install fortunes"):
+        bench.read_records(str(tmp_path / "missing"))
+
+
+@pytest.mark.skipif(not os.path.isdir(FORTUNES),
+                    reason="the Debian package 'fortunes' is not installed (scripts/test.sh "
+                           "installs it)")
+def test_convergence_bench_runs_tiny(tmp_path, capsys):
+    """Every variant kind end to end on the CPU: 1 layer, 6 steps, 100 kB of the corpus."""
+    bench = _load("bench_convergence")
+    res = bench.main(["--corpus", FORTUNES, "--max-bytes", "100000", "--steps", "6",
+                      "--eval-every", "3", "--seeds", "2", "--layers", "1", "--hidden", "32",
+                      "--heads", "2", "--seq", "32", "--batch", "4", "--val-seqs", "4",
+                      "--variants", "exact,2,1c,2r", "--cal-calls", "2", "--recal-every", "3",
+                      "--models", "gelu,silu", "--out", str(tmp_path)])
+    s = res["summary"]
+    assert set(s) == {"gelu", "silu"}
+    for act in s:
+        assert list(s[act]["variants"]) == ["exact", "2", "1c", "2r"]
+        assert s[act]["noise_floor"]["bitwise_equal"], "two exact runs of one seed differ"
+        ex = s[act]["variants"]["exact"]
+        assert ex["diff_mean"] == 0 and ex["steps_ratio_mean"] == 1.0 and ex["n"] == 2
+    # the surgery reports say which codebook each run used
+    assert "calibrated gelu, 1 bit" in res["reports"]["gelu 1c"]
+    assert "refitted every 3 training calls" in res["reports"]["silu 2r"]
+    assert "built-in silu, 2 bit" in res["reports"]["silu 2"]
+    assert len(res["runs"]) == 2 * 4 * 2
+    with open(tmp_path / "convergence-gelu-silu.json") as f:
+        saved = json.load(f)
+    assert saved["final"] and saved["summary"]["gelu"]["exact_sd"] == s["gelu"]["exact_sd"]
+    assert "noise floor" in (tmp_path / "convergence-gelu-silu.txt").read_text()
+    assert saved["nondeterministic_ops"] == []
+    assert "minus exact" in capsys.readouterr().out

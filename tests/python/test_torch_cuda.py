@@ -251,3 +251,48 @@ def test_chunked_lm_loss_on_cuda(dtype):
     assert abs(loss.item() - ref.item()) <= (1e-6 if dtype == torch.float32 else 1e-4) * ref.item()
     for a, r in zip(g1, g0):
         assert a.dtype == dtype and C.rel_err(a, r) <= tol
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_cuda_calibrated_codebook_equals_cpu(dtype, bits):
+    """A codebook calibrated on CUDA inputs is the one calibrated on the same inputs on the
+    CPU (exact histogram, deterministic fit), and with it the CUDA kernels give the CPU's
+    codes and dx bytes on every 16-bit input."""
+    from unswag.torch import calibration as CAL
+    g = torch.Generator().manual_seed(bits)
+    sample = (torch.randn(1 << 20, generator=g) * 0.7 + 0.2).to(dtype)
+    sample[:3] = torch.tensor([float("nan"), float("inf"), 40.0])
+    h_cpu, h_gpu = CAL.histogram(sample), CAL.histogram(sample.cuda())
+    assert torch.equal(h_gpu.cpu(), h_cpu)
+    book = CAL.fit("gelu", bits, h_gpu.cpu())
+    assert book == CAL.fit("gelu", bits, h_cpu)
+    x = _all16(dtype)
+    dy = torch.randn(x.shape, generator=torch.Generator().manual_seed(4)).to(dtype)
+    outs = []
+    for dev in ("cpu", "cuda"):
+        y, c = torch.ops.unswag.act_forward(x.to(dev), "gelu", bits, *PARAMS, book)
+        dx = torch.ops.unswag.act_backward(dy.to(dev), c, "gelu", bits, *PARAMS, book)
+        outs.append((y.cpu(), c.cpu(), dx.cpu()))
+    assert torch.equal(_bits_of(outs[1][0]), _bits_of(outs[0][0])), "forward"
+    assert torch.equal(outs[1][1], outs[0][1]), "codes"
+    assert torch.equal(_bits_of(outs[1][2]), _bits_of(outs[0][2])), "backward"
+
+
+def test_cuda_surgery_calibrates_under_deterministic_algorithms():
+    """The automatic calibration runs on CUDA with torch.use_deterministic_algorithms(True)
+    (bucketize/bincount only: no op torch flags as nondeterministic), as the convergence
+    benchmark needs."""
+    from unswag import apply_unswag_surgery
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.SiLU(),
+                            torch.nn.Linear(64, 4)).cuda()
+    rep = apply_unswag_surgery(m, bits=2, calibrate=2, recalibrate_every=4)
+    prev = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        for _ in range(3):
+            m(torch.randn(32, 16, device="cuda")).sum().backward()
+    finally:
+        torch.use_deterministic_algorithms(prev)
+    assert "codebook: calibrated silu, 2 bit" in str(rep)

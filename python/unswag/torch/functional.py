@@ -15,9 +15,12 @@ from . import ops  # noqa: F401  (registers torch.ops.unswag.*)
 
 
 def activation(x: Tensor, act: str, bits: int = 1, slope: float = 0.01, lo: float = -1.0,
-               hi: float = 1.0) -> Tensor:
-    """Generic entry: ``act`` is one of relu, leaky_relu, relu6, hardtanh, silu, gelu, gelu_tanh."""
-    y, _codes = torch.ops.unswag.act_forward(x, act, int(bits), float(slope), float(lo), float(hi))
+               hi: float = 1.0, codebook=None) -> Tensor:
+    """Generic entry: ``act`` is one of relu, leaky_relu, relu6, hardtanh, silu, gelu, gelu_tanh.
+    ``codebook`` (smooth only): None for the built-in one, or boundaries then levels."""
+    cb = None if codebook is None else [float(v) for v in codebook]
+    y, _codes = torch.ops.unswag.act_forward(x, act, int(bits), float(slope), float(lo),
+                                             float(hi), cb)
     return y
 
 
@@ -37,15 +40,17 @@ def hardtanh(x: Tensor, min_val: float = -1.0, max_val: float = 1.0, bits: int =
     return activation(x, "hardtanh", bits, lo=min_val, hi=max_val)
 
 
-def silu(x: Tensor, bits: int = DEFAULT_BITS) -> Tensor:
-    return activation(x, "silu", bits)
+def silu(x: Tensor, bits: int = DEFAULT_BITS, codebook=None) -> Tensor:
+    return activation(x, "silu", bits, codebook=codebook)
 
 
-def gelu(x: Tensor, approximate: str = "none", bits: int = DEFAULT_BITS) -> Tensor:
+def gelu(x: Tensor, approximate: str = "none", bits: int = DEFAULT_BITS,
+         codebook=None) -> Tensor:
     if approximate not in ("none", "tanh"):
         raise ValueError(f"unswag.torch.gelu: approximate must be 'none' or 'tanh', "
                          f"got {approximate!r}")
-    return activation(x, "gelu" if approximate == "none" else "gelu_tanh", bits)
+    return activation(x, "gelu" if approximate == "none" else "gelu_tanh", bits,
+                      codebook=codebook)
 
 
 def gated_act(g: Tensor, u: Tensor, act: str = "silu") -> Tensor:

@@ -1,6 +1,7 @@
 """nn.Module twins of the functional activations (no parameters, no buffers)."""
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from . import functional as F
@@ -65,30 +66,104 @@ class Hardtanh(_Act):
         return f"min_val={self.min_val}, max_val={self.max_val}, bits={self.bits}"
 
 
-class SiLU(_Act):
+class SmoothAct(_Act):
+    """silu / gelu: exact forward, k-bit codebook backward.  ``codebook`` is None (the
+    built-in table) or a custom one (boundaries then levels, floats), e.g. calibrated on
+    the layer's own inputs (unswag.torch.calibration); ``calibration``, when set,
+    records the inputs of the forward calls it selects and refits the codebook."""
+
+    def __init__(self, bits: int, codebook=None):
+        super().__init__()
+        self.bits = bits
+        self.codebook = None if codebook is None else [float(v) for v in codebook]
+        self.calibration = None
+
+    def start_calibration(self, calls=None, every=None, train_only=False) -> None:
+        """Record the inputs of the next `calls` forward calls (None: until
+        finish_calibration), again every `every` calls, and fit after each window;
+        train_only: count only calls in train mode with gradients on."""
+        from .calibration import Calibration
+        self.calibration = Calibration(calls, every, train_only)
+
+    def finish_calibration(self) -> None:
+        """Fit on what the current window recorded (nothing recorded: no change)."""
+        from . import calibration as C
+        cal = self.calibration
+        if cal is None or cal.counts is None:
+            return
+        counts = cal.counts.cpu()
+        self.codebook = C.fit(self.act, self.bits, counts)
+        cal.fits += 1
+        cal.last = (cal.window_calls, int(counts.sum()),
+                    C.rms_under(self.act, self.bits, self.codebook, counts),
+                    C.rms_under(self.act, self.bits, None, counts))
+        cal.counts, cal.window_calls = None, 0
+
+    def _observe(self, x: Tensor) -> None:
+        cal = self.calibration
+        if cal.train_only and not (self.training and torch.is_grad_enabled()):
+            return
+        if cal.recording():
+            cal.add(x)
+            if cal.window_done():
+                self.finish_calibration()
+        cal.t += 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.calibration is not None and not self.calibration.finished():
+            self._observe(x)
+        return self._act(x)
+
+    def codebook_text(self) -> str:
+        """The codebook in use, for the surgery report: kind, bits, levels, errors."""
+        from .functional import codebook as builtin
+        m = 1 << self.bits
+        cal = self.calibration
+        if self.codebook is None:
+            text = (f"codebook: built-in {self.act}, {self.bits} bit ({m} levels, L2 rms "
+                    f"{builtin(self.act, self.bits)[2]:.4g} under N(0,1))")
+            if cal is not None and cal.calls is not None:
+                text += (f"; calibrated per layer after its first {cal.calls} "
+                         f"{'training ' if cal.train_only else ''}calls")
+            return text
+        text = f"codebook: calibrated {self.act}, {self.bits} bit ({m} levels"
+        if cal is not None and cal.last is not None:
+            calls, n, rms, rms0 = cal.last
+            text += (f", histogram of {n} inputs over {calls} calls; L2 rms there {rms:.4g}, "
+                     f"built-in's {rms0:.4g}")
+        text += ")"
+        if cal is not None and cal.every:
+            text += (f"; refitted every {cal.every} {'training ' if cal.train_only else ''}"
+                     f"calls ({cal.fits} fits so far)")
+        return text
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}" + (", codebook=custom" if self.codebook is not None else "")
+
+
+class SiLU(SmoothAct):
     """SiLU with an exact forward and a k-bit (default 2) approximate backward."""
     act = "silu"
 
-    def __init__(self, inplace: bool = False, bits: int = F.DEFAULT_BITS):
-        super().__init__()
-        self.bits = bits
+    def __init__(self, inplace: bool = False, bits: int = F.DEFAULT_BITS, codebook=None):
+        super().__init__(bits, codebook)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.silu(x, self.bits)
+    def _act(self, x: Tensor) -> Tensor:
+        return F.silu(x, self.bits, self.codebook)
 
 
-class GELU(_Act):
+class GELU(SmoothAct):
     """GELU (erf, or tanh with approximate='tanh'); exact forward, k-bit backward."""
 
-    def __init__(self, approximate: str = "none", bits: int = F.DEFAULT_BITS):
-        super().__init__()
+    def __init__(self, approximate: str = "none", bits: int = F.DEFAULT_BITS, codebook=None):
         if approximate not in ("none", "tanh"):
             raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
-        self.approximate, self.bits = approximate, bits
+        super().__init__(bits, codebook)
+        self.approximate = approximate
         self.act = "gelu" if approximate == "none" else "gelu_tanh"
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.gelu(x, self.approximate, self.bits)
+    def _act(self, x: Tensor) -> Tensor:
+        return F.gelu(x, self.approximate, self.bits, self.codebook)
 
     def extra_repr(self) -> str:
-        return f"approximate={self.approximate!r}, bits={self.bits}"
+        return f"approximate={self.approximate!r}, " + super().extra_repr()

@@ -2,9 +2,13 @@
 
 Ops (namespace ``unswag``):
 
-- ``act_forward(x, act, bits, slope, lo, hi) -> (y, codes)``: y = f(x) exactly,
-  codes = packed k-bit code of x (uint8, ``ceil(numel*bits/8)`` bytes).
-- ``act_backward(dy, codes, act, bits, slope, lo, hi) -> dx``.
+- ``act_forward(x, act, bits, slope, lo, hi, codebook=None) -> (y, codes)``: y = f(x)
+  exactly, codes = packed k-bit code of x (uint8, ``ceil(numel*bits/8)`` bytes).
+- ``act_backward(dy, codes, act, bits, slope, lo, hi, codebook=None) -> dx``.
+  ``codebook`` (smooth activations only): None for the built-in table, or the
+  2^bits - 1 boundaries followed by the 2^bits levels of a custom codebook (e.g.
+  a per-layer calibrated one, unswag.torch.calibration); forward and backward
+  must get the same one.
 - ``gated_forward(g, u, act) -> h``: h = act(g) * u.
 - ``gated_backward(dh, g, u, act) -> (dg, du)``.
 
@@ -16,7 +20,7 @@ raise a clear error instead of computing something else.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -78,10 +82,40 @@ def _validate_act(act: str, bits: int) -> None:
         raise ValueError(f"unswag: bits for {act} must be 1, 2, 4 or 8; got {bits}")
 
 
-def _op(act, bits, slope, lo, hi):
+def _validate_codebook(act: str, bits: int, codebook) -> None:
+    if codebook is None:
+        return
+    if act in N.EXACT:
+        raise ValueError(f"unswag: {act} is exact and takes no codebook")
+    m = 1 << bits
+    if len(codebook) != 2 * m - 1:
+        raise ValueError(f"unswag: a {bits}-bit codebook is {m - 1} boundaries and {m} levels "
+                         f"({2 * m - 1} floats); got {len(codebook)}")
+
+
+_CODEBOOKS = {}  # tuple of floats -> ctypes Codebook: built once, reused every call
+
+
+def _native_codebook(bits: int, codebook):
+    key = (bits, tuple(codebook))
+    cb = _CODEBOOKS.get(key)
+    if cb is None:
+        m = 1 << bits
+        cb = N.Codebook()
+        cb.bits = bits
+        cb.boundaries[: m - 1] = [float(v) for v in codebook[: m - 1]]
+        cb.levels[:m] = [float(v) for v in codebook[m - 1:]]
+        if len(_CODEBOOKS) > 4096:  # a bound, not a policy: calibrations are few
+            _CODEBOOKS.clear()
+        _CODEBOOKS[key] = cb
+    return cb
+
+
+def _op(act, bits, slope, lo, hi, codebook=None):
     import ctypes
-    op = N.make_op(act, bits, slope, lo, hi)
-    return ctypes.byref(op), op
+    cb = None if codebook is None else _native_codebook(bits, codebook)
+    op = N.make_op(act, bits, slope, lo, hi, cb)
+    return ctypes.byref(op), (op, cb)
 
 
 def _with_device(t: Tensor):
@@ -95,8 +129,9 @@ def _with_device(t: Tensor):
 
 @torch.library.custom_op("unswag::act_forward", mutates_args=())
 def act_forward(x: Tensor, act: str, bits: int, slope: float, lo: float,
-                hi: float) -> Tuple[Tensor, Tensor]:
+                hi: float, codebook: Optional[List[float]] = None) -> Tuple[Tensor, Tensor]:
     _validate_act(act, bits)
+    _validate_codebook(act, bits, codebook)
     _check_device(x, "act_forward")
     dt = _dtype_code(x, "act_forward")
     x = x.contiguous()
@@ -104,7 +139,7 @@ def act_forward(x: Tensor, act: str, bits: int, slope: float, lo: float,
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
     codes = torch.empty((_code_bytes(n, bits),), dtype=torch.uint8, device=x.device)
     l = N.lib()
-    ref, _keep = _op(act, bits, slope, lo, hi)
+    ref, _keep = _op(act, bits, slope, lo, hi, codebook)
     if x.is_cuda:
         with _with_device(x):
             st = l.unswag_forward_cuda(ref, dt, _ptr(x), _ptr(y), _ptr(codes), n, _stream(x))
@@ -115,8 +150,9 @@ def act_forward(x: Tensor, act: str, bits: int, slope: float, lo: float,
 
 
 @act_forward.register_fake
-def _(x, act, bits, slope, lo, hi):
+def _(x, act, bits, slope, lo, hi, codebook=None):
     _validate_act(act, bits)
+    _validate_codebook(act, bits, codebook)
     _dtype_code(x, "act_forward")
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
     codes = x.new_empty((_code_bytes(x.numel(), bits),), dtype=torch.uint8)
@@ -125,8 +161,9 @@ def _(x, act, bits, slope, lo, hi):
 
 @torch.library.custom_op("unswag::act_backward", mutates_args=())
 def act_backward(dy: Tensor, codes: Tensor, act: str, bits: int, slope: float, lo: float,
-                 hi: float) -> Tensor:
+                 hi: float, codebook: Optional[List[float]] = None) -> Tensor:
     _validate_act(act, bits)
+    _validate_codebook(act, bits, codebook)
     _check_device(dy, "act_backward")
     _same_device("act_backward", dy, codes)
     dt = _dtype_code(dy, "act_backward")
@@ -140,7 +177,7 @@ def act_backward(dy: Tensor, codes: Tensor, act: str, bits: int, slope: float, l
     codes = codes.contiguous()
     dx = torch.empty_like(dy, memory_format=torch.contiguous_format)
     l = N.lib()
-    ref, _keep = _op(act, bits, slope, lo, hi)
+    ref, _keep = _op(act, bits, slope, lo, hi, codebook)
     if dy.is_cuda:
         with _with_device(dy):
             st = l.unswag_backward_cuda(ref, dt, _ptr(dy), _ptr(codes), _ptr(dx), n, _stream(dy))
@@ -151,23 +188,24 @@ def act_backward(dy: Tensor, codes: Tensor, act: str, bits: int, slope: float, l
 
 
 @act_backward.register_fake
-def _(dy, codes, act, bits, slope, lo, hi):
+def _(dy, codes, act, bits, slope, lo, hi, codebook=None):
     _validate_act(act, bits)
+    _validate_codebook(act, bits, codebook)
     _dtype_code(dy, "act_backward")
     return torch.empty_like(dy, memory_format=torch.contiguous_format)
 
 
 def _act_setup(ctx, inputs, output):
-    _x, act, bits, slope, lo, hi = inputs
+    _x, act, bits, slope, lo, hi, codebook = inputs
     _y, codes = output
     ctx.save_for_backward(codes)
-    ctx.params = (act, bits, slope, lo, hi)
+    ctx.params = (act, bits, slope, lo, hi, codebook)
 
 
 def _act_bwd(ctx, dy, _dcodes):
     (codes,) = ctx.saved_tensors
     dx = torch.ops.unswag.act_backward(dy, codes, *ctx.params)
-    return dx, None, None, None, None, None
+    return dx, None, None, None, None, None, None
 
 
 torch.library.register_autograd("unswag::act_forward", _act_bwd, setup_context=_act_setup)

@@ -10,7 +10,8 @@ Protocols (DESIGN.md §1):
 
 - relu, leaky_relu, relu6, hardtanh modules: exact, 1 bit kept for backward;
 - non-gated silu / gelu / gelu-tanh modules: exact forward, ``bits``-bit
-  codebook backward (default 2);
+  codebook backward (default 2); the built-in codebook, or with ``calibrate=N``
+  one fitted per layer to the inputs of its first N calls;
 - gated MLPs (SwiGLU / GeGLU) in the forms of unswag.torch.gated_forms (separate
   gate/up projections, Phi-3's fused ``gate_up_proj``, T5 v1.1's ``wi_0``/``wi_1``),
   each verified on a probe, with plain ``nn.Linear`` projections: one fused autograd
@@ -176,6 +177,9 @@ class SurgeryReport:
     options: Dict[str, Any] = field(default_factory=dict)
     kept_bytes: Dict[str, Tuple[float, float, str]] = field(default_factory=dict)
     codes: Dict[str, str] = field(default_factory=dict)
+    # modules whose code can change after the surgery (calibrated codebooks): their
+    # line is read from the module when printed
+    live: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def counts(self) -> Dict[str, int]:
         out: Dict[str, int] = {}
@@ -185,7 +189,9 @@ class SurgeryReport:
 
     def _line(self, p: str, proto: str) -> str:
         out = f"      {p}: {proto}"
-        if p in self.codes:
+        if p in self.live:
+            out += f"; {self.live[p].codebook_text()}"
+        elif p in self.codes:
             out += f"; {self.codes[p]}"
         if p in self.kept_bytes:
             b0, b1, unit = self.kept_bytes[p]
@@ -250,7 +256,12 @@ def _choice_arg(name: str, v, allowed) -> Optional[str]:
     return v
 
 
-def _check_args(model, bits, gated, tile_tokens, attention, activations, lm_loss):
+def _optional_int_arg(name: str, v) -> Optional[int]:
+    return None if v is None else _int_arg(name, v)
+
+
+def _check_args(model, bits, gated, tile_tokens, attention, activations, lm_loss,
+                calibrate=None, recalibrate_every=None):
     import torch.nn as nn
     if not isinstance(model, nn.Module):
         raise TypeError("apply_unswag_surgery: model must be a torch.nn.Module, got "
@@ -258,12 +269,19 @@ def _check_args(model, bits, gated, tile_tokens, attention, activations, lm_loss
     if not isinstance(activations, bool):
         raise TypeError(f"apply_unswag_surgery: activations must be a bool, got "
                         f"{type(activations).__name__} {activations!r}")
+    calibrate = _optional_int_arg("calibrate", calibrate)
+    recalibrate_every = _optional_int_arg("recalibrate_every", recalibrate_every)
+    if recalibrate_every is not None and (calibrate is None or recalibrate_every <= calibrate):
+        raise ValueError("apply_unswag_surgery: recalibrate_every needs calibrate and must "
+                         f"exceed it (got calibrate={calibrate}, "
+                         f"recalibrate_every={recalibrate_every})")
     return dict(bits=_int_arg("bits", bits, (1, 2, 4, 8)),
                 gated=_choice_arg("gated", gated, GATED_MODES + (None,)),
                 tile_tokens=_int_arg("tile_tokens", tile_tokens),
                 attention=_choice_arg("attention", attention, ATTENTION_IMPLS + (None,)),
                 activations=activations,
-                lm_loss=_choice_arg("lm_loss", lm_loss, ("chunked", None)))
+                lm_loss=_choice_arg("lm_loss", lm_loss, ("chunked", None)),
+                calibrate=calibrate, recalibrate_every=recalibrate_every)
 
 
 def _fingerprint(model):
@@ -311,7 +329,8 @@ def apply_unswag_surgery(model, *, bits: int = 2, gated: Optional[str] = "fused"
                          tile_tokens: int = 2048, attention: Optional[str] = "sdpa",
                          activations: bool = True,
                          lm_loss: Optional[str] = None,
-                         long_context=False) -> SurgeryReport:
+                         long_context=False, calibrate: Optional[int] = None,
+                         recalibrate_every: Optional[int] = None) -> SurgeryReport:
     """Patch `model` in place; returns a SurgeryReport.
 
     bits: code width for non-gated silu/gelu (1, 2, 4 or 8); the relu family is
@@ -329,6 +348,11 @@ def apply_unswag_surgery(model, *, bits: int = 2, gated: Optional[str] = "fused"
         LM through the long-context mode: layer inputs and attention outputs on the
         host, every layer in sequence chunks, the loss without logits
         (docs/long_context.md).  Raises UnsupportedModelError for other models.
+    calibrate: None (default: the built-in codebooks), or N: each patched silu/gelu
+        records its inputs during its first N training forward calls (train mode,
+        gradients on; built-in codebook meanwhile), then fits its own codebook to them
+        (unswag.torch.calibration).
+    recalibrate_every: with calibrate=N, K > N repeats that every K training calls.
 
     Raises TypeError / ValueError for arguments of the wrong type or value.
     """
@@ -336,7 +360,8 @@ def apply_unswag_surgery(model, *, bits: int = 2, gated: Optional[str] = "fused"
     from . import ops  # noqa: F401  (fails early, with a clear error, if torch is absent)
     from . import probe_bytes as PB
     from .flow import Analyzer, functional_activations
-    options = _check_args(model, bits, gated, tile_tokens, attention, activations, lm_loss)
+    options = _check_args(model, bits, gated, tile_tokens, attention, activations, lm_loss,
+                          calibrate, recalibrate_every)
     bits, tile_tokens = options["bits"], options["tile_tokens"]
     lc_cfg = _long_context_config(long_context)
     options["long_context"] = lc_cfg
@@ -426,6 +451,9 @@ def apply_unswag_surgery(model, *, bits: int = 2, gated: Optional[str] = "fused"
             proto = "exact 1 bit" if act in _EXACT_ACTS else f"{bits} bit"
             report.patched.append((path, f"{act} {proto}"))
             report.codes[path] = _codebook_text(act, 1 if act in _EXACT_ACTS else bits)
+            if act not in _EXACT_ACTS and calibrate is not None:
+                new.start_calibration(calibrate, recalibrate_every, train_only=True)
+                report.live[path] = new
             report.kept_bytes[path] = (b0, b1, "element")
 
     # 2b. activation functions called inside forward code: nothing to replace
