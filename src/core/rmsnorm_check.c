@@ -66,3 +66,19 @@ unswag_status unswag_check_f32_aligned(const char *fn, const char *what, const v
                        what, p);
   return UNSWAG_OK;
 }
+
+unswag_status unswag_rmsnorm_forward_check(const char *fn, unswag_dtype dtype, const void *x,
+                                           const void *w, const void *y, const float *rstd,
+                                           size_t rows, size_t cols, float eps,
+                                           float weight_offset) {
+  unswag_status s = unswag_rmsnorm_validate(fn, dtype, rows, cols, 1, eps, weight_offset,
+                                            !x || !w || !y || !rstd);
+  if (s != UNSWAG_OK || rows == 0) return s;
+  const size_t es = unswag_dtype_size(dtype), bytes = rows * cols * es;
+  const unswag_span spans[] = {{"x", x, bytes, 0, 2},
+                               {"w", w, cols * es, 0, -1},
+                               {"y", y, bytes, 1, 0},
+                               {"rstd", rstd, rows * 4, 1, -1}};
+  if ((s = unswag_rmsnorm_check_overlap(fn, spans, 4)) != UNSWAG_OK) return s;
+  return unswag_check_f32_aligned(fn, "rstd", rstd);
+}

@@ -44,29 +44,6 @@ ALWAYS_INLINE void st(int dt, uint8_t *p, size_t i, uint32_t v) {
 
 /* ---- the fixed-order row sum (rmsnorm_math.h) ------------------------------------- */
 
-/* The set trees, then the tree over the sets; a[] is overwritten. */
-static float tree_f(float *a) {
-  for (int s = 0; s < US_RMS_SETS; ++s) {
-    float *b = a + s * US_RMS_SET;
-    for (int off = US_RMS_SET / 2; off >= 1; off >>= 1)
-      for (int j = 0; j < off; ++j) b[j] = b[j] + b[j + off];
-  }
-  for (int off = US_RMS_SETS / 2; off >= 1; off >>= 1)
-    for (int s = 0; s < off; ++s) a[s * US_RMS_SET] = a[s * US_RMS_SET] + a[(s + off) * US_RMS_SET];
-  return a[0];
-}
-
-static double tree_d(double *a) {
-  for (int s = 0; s < US_RMS_SETS; ++s) {
-    double *b = a + s * US_RMS_SET;
-    for (int off = US_RMS_SET / 2; off >= 1; off >>= 1)
-      for (int j = 0; j < off; ++j) b[j] = b[j] + b[j + off];
-  }
-  for (int off = US_RMS_SETS / 2; off >= 1; off >>= 1)
-    for (int s = 0; s < off; ++s) a[s * US_RMS_SET] = a[s * US_RMS_SET] + a[(s + off) * US_RMS_SET];
-  return a[0];
-}
-
 /* Term i of a row: x^2 (forward, dy == NULL) or g * nf (backward). */
 ALWAYS_INLINE float term_f(int dt, const uint8_t *dy, const uint8_t *x, const uint8_t *w,
                            float rstd, size_t i) {
@@ -83,39 +60,36 @@ ALWAYS_INLINE double term_d(int dt, const uint8_t *dy, const uint8_t *x, const u
   return (double)g * (double)(xf * rstd);
 }
 
-/* The row's sum in the fixed order: float lanes (fp16, bf16). */
-ALWAYS_INLINE float row_sum_f(int dt, const uint8_t *dy, const uint8_t *x, const uint8_t *w,
-                              float rstd, size_t cols) {
-  float lanes[US_RMS_LANES];
-  memset(lanes, 0, sizeof lanes); /* +0.0f */
-  const size_t groups = (cols + US_RMS_GROUP - 1) / US_RMS_GROUP;
-  for (size_t v = 0; v < groups; ++v) {
-    float t[US_RMS_GROUP];
-    for (int k = 0; k < US_RMS_GROUP; ++k) {
-      const size_t i = v * US_RMS_GROUP + (size_t)k;
-      t[k] = i < cols ? term_f(dt, dy, x, w, rstd, i) : 0.0f;
-    }
-    lanes[v % US_RMS_LANES] = lanes[v % US_RMS_LANES] + us_rms_pair8_f(t);
+/* The row's sum in the fixed order, in lanes of type T (float for fp16 and bf16, double
+ * for fp32; term_##S gives the terms): groups of US_RMS_GROUP terms summed pairwise, group
+ * v added into lane v % US_RMS_LANES, then the set trees and the tree over the sets. */
+#define ROW_SUM(T, S)                                                                        \
+  ALWAYS_INLINE T row_sum_##S(int dt, const uint8_t *dy, const uint8_t *x, const uint8_t *w, \
+                              float rstd, size_t cols) {                                     \
+    T a[US_RMS_LANES];                                                                       \
+    memset(a, 0, sizeof a); /* +0.0 */                                                       \
+    const size_t groups = (cols + US_RMS_GROUP - 1) / US_RMS_GROUP;                          \
+    for (size_t v = 0; v < groups; ++v) {                                                    \
+      T t[US_RMS_GROUP];                                                                     \
+      for (int k = 0; k < US_RMS_GROUP; ++k) {                                               \
+        const size_t i = v * US_RMS_GROUP + (size_t)k;                                       \
+        t[k] = i < cols ? term_##S(dt, dy, x, w, rstd, i) : (T)0;                            \
+      }                                                                                      \
+      a[v % US_RMS_LANES] = a[v % US_RMS_LANES] + us_rms_pair8_##S(t);                       \
+    }                                                                                        \
+    for (int s = 0; s < US_RMS_SETS; ++s) {                                                  \
+      T *b = a + s * US_RMS_SET;                                                             \
+      for (int off = US_RMS_SET / 2; off >= 1; off >>= 1)                                    \
+        for (int j = 0; j < off; ++j) b[j] = b[j] + b[j + off];                              \
+    }                                                                                        \
+    for (int off = US_RMS_SETS / 2; off >= 1; off >>= 1)                                     \
+      for (int s = 0; s < off; ++s)                                                          \
+        a[s * US_RMS_SET] = a[s * US_RMS_SET] + a[(s + off) * US_RMS_SET];                   \
+    return a[0];                                                                             \
   }
-  return tree_f(lanes);
-}
-
-/* ... double lanes (fp32). */
-ALWAYS_INLINE double row_sum_d(int dt, const uint8_t *dy, const uint8_t *x, const uint8_t *w,
-                               float rstd, size_t cols) {
-  double lanes[US_RMS_LANES];
-  memset(lanes, 0, sizeof lanes);
-  const size_t groups = (cols + US_RMS_GROUP - 1) / US_RMS_GROUP;
-  for (size_t v = 0; v < groups; ++v) {
-    double t[US_RMS_GROUP];
-    for (int k = 0; k < US_RMS_GROUP; ++k) {
-      const size_t i = v * US_RMS_GROUP + (size_t)k;
-      t[k] = i < cols ? term_d(dt, dy, x, w, rstd, i) : 0.0;
-    }
-    lanes[v % US_RMS_LANES] = lanes[v % US_RMS_LANES] + us_rms_pair8_d(t);
-  }
-  return tree_d(lanes);
-}
+ROW_SUM(float, f)
+ROW_SUM(double, d)
+#undef ROW_SUM
 
 /* ---- rows ------------------------------------------------------------------------------ */
 
@@ -223,6 +197,13 @@ typedef struct {
   float eps;
 } rms_call;
 
+/* What both directions read; the rest is set by the entry point. */
+static rms_call call_of(unswag_dtype dtype, const void *x, const void *w, size_t rows,
+                        size_t cols) {
+  rms_call c = {.dt = (int)dtype, .x = x, .w = w, .rows = rows, .cols = cols};
+  return c;
+}
+
 static void fwd_piece(void *ctx, size_t b, size_t e) {
   const rms_call *c = (const rms_call *)ctx;
   fwd_rows(c->dt, c->x, c->w, c->y, c->rstd_out, b, e, c->cols, c->eps);
@@ -244,29 +225,14 @@ unswag_status unswag_rmsnorm_forward(unswag_dtype dtype, const void *x, const vo
                                      float *rstd, size_t rows, size_t cols, float eps,
                                      float weight_offset) {
   static const char fn[] = "unswag_rmsnorm_forward";
-  unswag_status s = unswag_rmsnorm_validate(fn, dtype, rows, cols, 1, eps, weight_offset,
-                                            !x || !w || !y || !rstd);
+  const unswag_status s =
+      unswag_rmsnorm_forward_check(fn, dtype, x, w, y, rstd, rows, cols, eps, weight_offset);
   if (s != UNSWAG_OK || rows == 0) return s;
-  const size_t es = unswag_dtype_size(dtype), bytes = rows * cols * es;
-  const unswag_span spans[] = {{"x", x, bytes, 0, 2},
-                               {"w", w, cols * es, 0, -1},
-                               {"y", y, bytes, 1, 0},
-                               {"rstd", rstd, rows * 4, 1, -1}};
-  if ((s = unswag_rmsnorm_check_overlap(fn, spans, 4)) != UNSWAG_OK) return s;
-  if ((s = unswag_check_f32_aligned(fn, "rstd", rstd)) != UNSWAG_OK) return s;
 
-  rms_call c = {(int)dtype,
-                (const uint8_t *)x,
-                (const uint8_t *)w,
-                NULL,
-                (uint8_t *)y,
-                NULL,
-                rstd,
-                NULL,
-                NULL,
-                rows,
-                cols,
-                eps};
+  rms_call c = call_of(dtype, x, w, rows, cols);
+  c.y = y;
+  c.rstd_out = rstd;
+  c.eps = eps;
   unswag_cpu_parallel_for(rows, threads_for(rows, rows * cols), fwd_piece, &c);
   return UNSWAG_OK;
 }
@@ -286,18 +252,11 @@ unswag_status unswag_rmsnorm_backward(unswag_dtype dtype, const void *dy, const 
   if ((s = unswag_check_f32_aligned(fn, "rstd", rstd)) != UNSWAG_OK) return s;
   if ((s = unswag_check_f32_aligned(fn, "dw_accum", dw_accum)) != UNSWAG_OK) return s;
 
-  rms_call c = {(int)dtype,
-                (const uint8_t *)x,
-                (const uint8_t *)w,
-                (const uint8_t *)dy,
-                NULL,
-                (uint8_t *)dx,
-                NULL,
-                dw_accum,
-                rstd,
-                rows,
-                cols,
-                0.0f};
+  rms_call c = call_of(dtype, x, w, rows, cols);
+  c.dy = dy;
+  c.dx = dx;
+  c.dw = dw_accum;
+  c.rstd = rstd;
   /* dw first: it reads dy, which dx may overwrite */
   const size_t blocks = (cols + DW_COLS - 1) / DW_COLS;
   unswag_cpu_parallel_for(blocks, threads_for(blocks, rows * cols), dw_piece, &c);

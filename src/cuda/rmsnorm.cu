@@ -348,16 +348,10 @@ unswag_status unswag_rmsnorm_forward_cuda(unswag_dtype dtype, const void *x, con
                                           void *y, float *rstd, size_t rows, size_t cols,
                                           float eps, float weight_offset, void *stream) {
   static const char fn[] = "unswag_rmsnorm_forward_cuda";
-  unswag_status s = unswag_rmsnorm_validate(fn, dtype, rows, cols, 1, eps, weight_offset,
-                                            !x || !w || !y || !rstd);
+  unswag_status s =
+      unswag_rmsnorm_forward_check(fn, dtype, x, w, y, rstd, rows, cols, eps, weight_offset);
   if (s != UNSWAG_OK || rows == 0) return s;
-  const size_t es = unswag_dtype_size(dtype), bytes = rows * cols * es;
-  const unswag_span spans[] = {{"x", x, bytes, 0, 2},
-                               {"w", w, cols * es, 0, -1},
-                               {"y", y, bytes, 1, 0},
-                               {"rstd", rstd, rows * 4, 1, -1}};
-  if ((s = unswag_rmsnorm_check_overlap(fn, spans, 4)) != UNSWAG_OK) return s;
-  if ((s = unswag_check_f32_aligned(fn, "rstd", rstd)) != UNSWAG_OK) return s;
+  const size_t es = unswag_dtype_size(dtype);
   int dev = 0;
   if ((s = current_device(fn, &dev)) != UNSWAG_OK) return s;
   if ((s = check_pointer(fn, "x", x, dev)) != UNSWAG_OK) return s;

@@ -3,9 +3,11 @@
 #
 #   bash tests/gpu/run.sh
 #
-# 1. builds libunswag with CUDA into build-gpu/ (Release, only this GPU's arch),
-# 2. builds tests/gpu/test_cuda.c against it and runs it (the CUDA kernels vs
-#    the CPU reference; prints "test_cuda: N passed, N failed"),
+# 1. builds libunswag with CUDA into build-gpu/ (Release, only this GPU's arch)
+#    and the GPU tests' CMake targets (tests/gpu/CMakeLists.txt: test_cuda,
+#    test_gated_cuda, test_rmsnorm_cuda; the same recipe the C build uses),
+# 2. runs test_cuda (the CUDA kernels vs the CPU reference; prints
+#    "test_cuda: N passed, N failed"),
 # 3. runs `test_cuda --quick` under compute-sanitizer memcheck and racecheck
 #    (each tool counts as one check: passed if it reports no error),
 # 4. the gated MLP kernels (test_gated_cuda) and RMSNorm (test_rmsnorm_cuda)
@@ -44,11 +46,12 @@ t0=$(date +%s)
 mkdir -p "$BUILD_DIR"
 # shellcheck disable=SC2086
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DUNSWAG_CUDA=ON \
-  -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" -DUNSWAG_BUILD_TESTS=OFF \
+  -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" -DUNSWAG_BUILD_TESTS=ON \
   -DUNSWAG_BUILD_EXAMPLES=OFF -DUNSWAG_BUILD_BENCH=OFF ${UNSWAG_CMAKE_ARGS:-} \
   >"$BUILD_DIR/configure.log" 2>&1 || {
   tail -n 30 "$BUILD_DIR/configure.log"; echo "0 passed, 1 failed"; exit 1; }
-cmake --build "$BUILD_DIR" -j "$(nproc)" --target unswag_static >"$BUILD_DIR/build.log" 2>&1 || {
+cmake --build "$BUILD_DIR" -j "$(nproc)" --target test_cuda test_gated_cuda test_rmsnorm_cuda \
+  >"$BUILD_DIR/build.log" 2>&1 || {
   tail -n 40 "$BUILD_DIR/build.log"; echo "0 passed, 1 failed"; exit 1; }
 LIB="$BUILD_DIR/libunswag.a"
 if ! nm "$LIB" 2>/dev/null | grep forward_kernel >/dev/null; then
@@ -56,9 +59,7 @@ if ! nm "$LIB" 2>/dev/null | grep forward_kernel >/dev/null; then
   echo "0 passed, 1 failed"
   exit 1
 fi
-cc -O2 -std=c11 -Wall -Wextra -Werror -Iinclude -I"$CUDA_HOME/include" \
-  -c tests/gpu/test_cuda.c -o "$BUILD_DIR/test_cuda.o"
-"$NVCC" -o "$BUILD_DIR/test_cuda" "$BUILD_DIR/test_cuda.o" "$LIB" -lgomp -lm
+BIN="$BUILD_DIR/tests/gpu"
 echo "build: $(( $(date +%s) - t0 )) s"
 
 # ---- plain run -----------------------------------------------------------------------
@@ -66,7 +67,7 @@ passed=0
 failed=0
 set +e
 t0=$(date +%s)
-timeout 240 "$BUILD_DIR/test_cuda" 2>&1 | tee "$BUILD_DIR/test_cuda.log"
+timeout 240 "$BIN/test_cuda" 2>&1 | tee "$BUILD_DIR/test_cuda.log"
 rc=${PIPESTATUS[0]}
 set -e
 echo "test_cuda: exit $rc, $(( $(date +%s) - t0 )) s"
@@ -92,7 +93,7 @@ else
     log="$BUILD_DIR/sanitizer-$tool.log"
     set +e
     t0=$(date +%s)
-    timeout 200 "$SAN" --tool "$tool" --error-exitcode 99 "$BUILD_DIR/test_cuda" --quick >"$log" 2>&1
+    timeout 200 "$SAN" --tool "$tool" --error-exitcode 99 "$BIN/test_cuda" --quick >"$log" 2>&1
     rc=$?
     set -e
     echo "== compute-sanitizer --tool $tool (test_cuda --quick): exit $rc, $(( $(date +%s) - t0 )) s"
@@ -112,13 +113,10 @@ else
 fi
 
 # ---- gated MLP kernels vs the CPU, plain and under memcheck ------------------------------
-cc -O2 -std=c11 -Wall -Wextra -Werror -Iinclude -I"$CUDA_HOME/include" \
-  -c tests/gpu/test_gated_cuda.c -o "$BUILD_DIR/test_gated_cuda.o"
-"$NVCC" -o "$BUILD_DIR/test_gated_cuda" "$BUILD_DIR/test_gated_cuda.o" "$LIB" -lgomp -lm
 for runner in "" "${SAN:+$SAN --tool memcheck --error-exitcode 99}"; do
   set +e
   # shellcheck disable=SC2086
-  timeout 200 $runner "$BUILD_DIR/test_gated_cuda" >"$BUILD_DIR/gated.log" 2>&1
+  timeout 200 $runner "$BIN/test_gated_cuda" >"$BUILD_DIR/gated.log" 2>&1
   rc=$?
   set -e
   echo "== ${runner:+compute-sanitizer memcheck: }test_gated_cuda: exit $rc"
@@ -127,16 +125,13 @@ for runner in "" "${SAN:+$SAN --tool memcheck --error-exitcode 99}"; do
 done
 
 # ---- RMSNorm vs the CPU: full run, then --quick under memcheck and racecheck -------------------
-cc -O2 -std=c11 -Wall -Wextra -Werror -Iinclude -I"$CUDA_HOME/include" \
-  -c tests/gpu/test_rmsnorm_cuda.c -o "$BUILD_DIR/test_rmsnorm_cuda.o"
-"$NVCC" -o "$BUILD_DIR/test_rmsnorm_cuda" "$BUILD_DIR/test_rmsnorm_cuda.o" "$LIB" -lgomp -lm
 for runner in "" "${SAN:+$SAN --tool memcheck --error-exitcode 99}" \
     "${SAN:+$SAN --tool racecheck --error-exitcode 99}"; do
   args=""
   [ -n "$runner" ] && args="--quick"
   set +e
   # shellcheck disable=SC2086
-  timeout 300 $runner "$BUILD_DIR/test_rmsnorm_cuda" $args >"$BUILD_DIR/rmsnorm.log" 2>&1
+  timeout 300 $runner "$BIN/test_rmsnorm_cuda" $args >"$BUILD_DIR/rmsnorm.log" 2>&1
   rc=$?
   set -e
   echo "== ${runner:+${runner%% --error*}: }test_rmsnorm_cuda $args: exit $rc"

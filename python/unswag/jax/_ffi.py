@@ -49,6 +49,13 @@ def _candidates():
                     yield p
 
 
+def _register_handlers(lib, suffix: str, platform: str) -> None:
+    """Registers the forward and backward handlers of one platform (lib.<target>_<suffix>)."""
+    for target in (FORWARD, BACKWARD):
+        _jffi.register_ffi_target(target, _jffi.pycapsule(getattr(lib, f"{target}_{suffix}")),
+                                  platform=platform)
+
+
 def _register():
     _state["tried"] = True
     try:
@@ -74,10 +81,7 @@ def _register():
         return
     _state["lib"] = lib
     try:
-        _jffi.register_ffi_target(FORWARD, _jffi.pycapsule(lib.unswag_jax_forward_cpu),
-                                  platform="cpu")
-        _jffi.register_ffi_target(BACKWARD, _jffi.pycapsule(lib.unswag_jax_backward_cpu),
-                                  platform="cpu")
+        _register_handlers(lib, "cpu", "cpu")
         _state["cpu"] = True
     except Exception as e:
         _state["error"] = f"registering the CPU FFI handlers failed: {e}"
@@ -88,10 +92,7 @@ def _register():
         has_cuda = False
     if has_cuda:
         try:
-            _jffi.register_ffi_target(FORWARD, _jffi.pycapsule(lib.unswag_jax_forward_cuda),
-                                      platform="CUDA")
-            _jffi.register_ffi_target(BACKWARD, _jffi.pycapsule(lib.unswag_jax_backward_cuda),
-                                      platform="CUDA")
+            _register_handlers(lib, "cuda", "CUDA")
             _state["cuda"] = True
         except Exception as e:
             _state["cuda_error"] = f"registering the CUDA FFI handlers failed: {e}"

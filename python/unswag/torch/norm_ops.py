@@ -9,34 +9,23 @@ Ops (namespace ``unswag``):
   weight's dtype by the autograd formula).
 
 Only ``x`` and ``rstd`` are kept for backward (no fp32 copy of the activations).  Each op
-has a fake implementation (``torch.compile``) and one kernel per device; the forward
-carries the autograd formula.  See docs/rmsnorm.md.
+has a fake implementation (``torch.compile``) and one kernel per device, written once for
+both devices as in ops.py; the forward carries the autograd formula.  See docs/rmsnorm.md.
 """
 from __future__ import annotations
 
-import ctypes
 import math
 from typing import Tuple
 
 import torch
 from torch import Tensor
 
-from .. import _native as N
-
-_DTYPES = {torch.float32: N.F32, torch.float16: N.F16, torch.bfloat16: N.BF16}
-
-
-def _fn(name: str):
-    f = getattr(N.lib(), name, None)
-    if f is None:
-        raise N.UnswagError(f"{name} is missing from the loaded libunswag (a build without "
-                            "RMSNorm); rebuild it with `pip install .` from a current UnSwag tree")
-    return f
+from ._device import DTYPES, register_kernels, same_device, unsupported_device
 
 
 def _check(what: str, x: Tensor, weight: Tensor, *others: Tensor) -> int:
     """Dtype and shape checks shared by the real and the fake kernels; returns the dtype code."""
-    if x.dtype not in _DTYPES:
+    if x.dtype not in DTYPES:
         raise TypeError(f"unswag.{what}: unsupported dtype {x.dtype}; RMSNorm takes float32, "
                         "float16 or bfloat16")
     for t in (weight,) + others:
@@ -52,7 +41,7 @@ def _check(what: str, x: Tensor, weight: Tensor, *others: Tensor) -> int:
         if t.shape != x.shape:
             raise ValueError(f"unswag.{what}: shape {tuple(t.shape)} differs from x's "
                              f"{tuple(x.shape)}")
-    return _DTYPES[x.dtype]
+    return DTYPES[x.dtype]
 
 
 def _check_rstd(what: str, x: Tensor, rstd: Tensor) -> None:
@@ -66,24 +55,9 @@ def _check_eps(what: str, eps: float) -> None:
         raise ValueError(f"unswag.{what}: eps must be finite and >= 0, got {eps}")
 
 
-def _same_device(what: str, *ts: Tensor) -> None:
-    for t in ts[1:]:
-        if t.device != ts[0].device:
-            raise ValueError(f"unswag.{what}: tensors on different devices ({ts[0].device} and "
-                             f"{t.device})")
-
-
-def _ptr(t: Tensor):
-    return ctypes.c_void_p(t.data_ptr()) if t.numel() else None
-
-
 def _rows_cols(x: Tensor) -> Tuple[int, int]:
     cols = x.shape[-1]
     return (x.numel() // cols if cols else math.prod(x.shape[:-1])), cols
-
-
-def _stream(t: Tensor):
-    return ctypes.c_void_p(torch.cuda.current_stream(t.device).cuda_stream)
 
 
 # ---------------------------------------------------------------- forward
@@ -94,33 +68,24 @@ def _forward_outputs(x: Tensor) -> Tuple[Tensor, Tensor]:
     return y, rstd
 
 
-@torch.library.custom_op("unswag::rms_norm_forward", mutates_args=(), device_types="cpu")
+@torch.library.custom_op("unswag::rms_norm_forward", mutates_args=())
 def rms_norm_forward(x: Tensor, weight: Tensor, eps: float) -> Tuple[Tensor, Tensor]:
+    raise unsupported_device("rms_norm_forward", x)
+
+
+def _rms_norm_forward(device, x: Tensor, weight: Tensor, eps: float) -> Tuple[Tensor, Tensor]:
     dt = _check("rms_norm_forward", x, weight)
     _check_eps("rms_norm_forward", eps)
-    _same_device("rms_norm_forward", x, weight)
+    same_device("rms_norm_forward", x, weight)
     x, weight = x.contiguous(), weight.contiguous()
     y, rstd = _forward_outputs(x)
     rows, cols = _rows_cols(x)
-    st = _fn("unswag_rmsnorm_forward")(dt, _ptr(x), _ptr(weight), _ptr(y), _ptr(rstd), rows,
-                                       cols, eps, 0.0)
-    N.check(st, f"rms_norm_forward({x.dtype}, cpu)")
+    device.run(f"rms_norm_forward({x.dtype}, {x.device})", "unswag_rmsnorm_forward",
+               dt, x, weight, y, rstd, rows, cols, eps, 0.0)
     return y, rstd
 
 
-@rms_norm_forward.register_kernel("cuda")
-def _(x: Tensor, weight: Tensor, eps: float) -> Tuple[Tensor, Tensor]:
-    dt = _check("rms_norm_forward", x, weight)
-    _check_eps("rms_norm_forward", eps)
-    _same_device("rms_norm_forward", x, weight)
-    x, weight = x.contiguous(), weight.contiguous()
-    y, rstd = _forward_outputs(x)
-    rows, cols = _rows_cols(x)
-    with torch.cuda.device(x.device):
-        st = _fn("unswag_rmsnorm_forward_cuda")(dt, _ptr(x), _ptr(weight), _ptr(y), _ptr(rstd),
-                                                rows, cols, eps, 0.0, _stream(x))
-    N.check(st, f"rms_norm_forward({x.dtype}, {x.device})")
-    return y, rstd
+register_kernels(rms_norm_forward, _rms_norm_forward)
 
 
 @rms_norm_forward.register_fake
@@ -138,39 +103,28 @@ def _backward_outputs(x: Tensor, weight: Tensor) -> Tuple[Tensor, Tensor]:
     return dx, dw
 
 
-@torch.library.custom_op("unswag::rms_norm_backward", mutates_args=(), device_types="cpu")
+@torch.library.custom_op("unswag::rms_norm_backward", mutates_args=())
 def rms_norm_backward(dy: Tensor, x: Tensor, weight: Tensor,
                       rstd: Tensor) -> Tuple[Tensor, Tensor]:
+    raise unsupported_device("rms_norm_backward", x)
+
+
+def _rms_norm_backward(device, dy: Tensor, x: Tensor, weight: Tensor,
+                       rstd: Tensor) -> Tuple[Tensor, Tensor]:
     dt = _check("rms_norm_backward", x, weight, dy)
     _check_rstd("rms_norm_backward", x, rstd)
-    _same_device("rms_norm_backward", dy, x, weight, rstd)
+    same_device("rms_norm_backward", dy, x, weight, rstd)
     dy, x, weight, rstd = dy.contiguous(), x.contiguous(), weight.contiguous(), rstd.contiguous()
     dx, dw = _backward_outputs(x, weight)
     rows, cols = _rows_cols(x)
-    st = _fn("unswag_rmsnorm_backward")(dt, _ptr(dy), _ptr(x), _ptr(weight), _ptr(rstd),
-                                        _ptr(dx), _ptr(dw), rows, cols, 0.0)
-    N.check(st, f"rms_norm_backward({x.dtype}, cpu)")
+    # the CUDA kernel sums dw per block in a workspace before adding into dw
+    ws = device.workspace("rms_norm_backward", "unswag_rmsnorm_workspace_bytes", x, rows, cols)
+    device.run(f"rms_norm_backward({x.dtype}, {x.device})", "unswag_rmsnorm_backward",
+               dt, dy, x, weight, rstd, dx, dw, *ws, rows, cols, 0.0)
     return dx, dw
 
 
-@rms_norm_backward.register_kernel("cuda")
-def _(dy: Tensor, x: Tensor, weight: Tensor, rstd: Tensor) -> Tuple[Tensor, Tensor]:
-    dt = _check("rms_norm_backward", x, weight, dy)
-    _check_rstd("rms_norm_backward", x, rstd)
-    _same_device("rms_norm_backward", dy, x, weight, rstd)
-    dy, x, weight, rstd = dy.contiguous(), x.contiguous(), weight.contiguous(), rstd.contiguous()
-    dx, dw = _backward_outputs(x, weight)
-    rows, cols = _rows_cols(x)
-    need = ctypes.c_size_t()
-    N.check(_fn("unswag_rmsnorm_workspace_bytes")(rows, cols, ctypes.byref(need)),
-            "rms_norm_backward workspace")
-    ws = torch.empty((max(need.value, 4),), dtype=torch.uint8, device=x.device)
-    with torch.cuda.device(x.device):
-        st = _fn("unswag_rmsnorm_backward_cuda")(dt, _ptr(dy), _ptr(x), _ptr(weight), _ptr(rstd),
-                                                 _ptr(dx), _ptr(dw), _ptr(ws), ws.numel(),
-                                                 rows, cols, 0.0, _stream(x))
-    N.check(st, f"rms_norm_backward({x.dtype}, {x.device})")
-    return dx, dw
+register_kernels(rms_norm_backward, _rms_norm_backward)
 
 
 @rms_norm_backward.register_fake

@@ -12,58 +12,35 @@ Ops (namespace ``unswag``):
 - ``gated_forward(g, u, act) -> h``: h = act(g) * u.
 - ``gated_backward(dh, g, u, act) -> (dg, du)``.
 
-Each op has a fake (meta) implementation, so it traces under ``torch.compile``;
+Each op is defined once; its body is the default kernel, which only raises (a
+device without libunswag kernels).  The CPU and CUDA kernels are one function
+each, ``_name(device, ...)``, registered per device by ``_device.register_kernels``:
+they differ only in the C function and stream (``_device.py``).  Each op has a
+fake (meta) implementation, so it traces under ``torch.compile``;
 ``act_forward`` and ``gated_forward`` carry autograd formulas.  Tensors are
-made contiguous before their ``data_ptr()`` goes to C; CUDA calls get the
-current CUDA stream of the tensor's device.  Unsupported dtypes and devices
-raise a clear error instead of computing something else.
+made contiguous before their ``data_ptr()`` goes to C.  Unsupported dtypes and
+devices raise a clear error instead of computing something else.
 """
 from __future__ import annotations
 
+import ctypes
 from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from .. import _native as N
+from ._device import DTYPES, register_kernels, same_device, unsupported_device
 
-_DTYPES = {torch.float32: N.F32, torch.float16: N.F16, torch.bfloat16: N.BF16}
 _GATED_ACTS = ("silu", "gelu", "gelu_tanh")
 
 
 def _dtype_code(t: Tensor, what: str) -> int:
     try:
-        return _DTYPES[t.dtype]
+        return DTYPES[t.dtype]
     except KeyError:
         raise TypeError(f"unswag.{what}: unsupported dtype {t.dtype}; libunswag kernels take "
                         "float32, float16 or bfloat16 (cast the input first)") from None
-
-
-def _check_device(t: Tensor, what: str) -> None:
-    if t.device.type not in ("cpu", "cuda"):
-        raise NotImplementedError(
-            f"unswag.{what}: tensors on {t.device.type!r} are not supported; libunswag has "
-            "CPU and CUDA kernels (use unswag.jax's pure path, or move the tensor)")
-
-
-def _same_device(what: str, *ts: Tensor) -> None:
-    d = ts[0].device
-    for t in ts[1:]:
-        if t.device != d:
-            raise ValueError(f"unswag.{what}: tensors on different devices ({d} and {t.device})")
-
-
-def _stream(t: Tensor):
-    return ctypes_void(torch.cuda.current_stream(t.device).cuda_stream)
-
-
-def ctypes_void(v: int):
-    import ctypes
-    return ctypes.c_void_p(v)
-
-
-def _ptr(t: Tensor):
-    return ctypes_void(t.data_ptr()) if t.numel() else None
 
 
 def _code_bytes(n, bits: int):
@@ -112,17 +89,9 @@ def _native_codebook(bits: int, codebook):
 
 
 def _op(act, bits, slope, lo, hi, codebook=None):
-    import ctypes
+    """The C op (and the codebook it points to, to keep alive for the call)."""
     cb = None if codebook is None else _native_codebook(bits, codebook)
-    op = N.make_op(act, bits, slope, lo, hi, cb)
-    return ctypes.byref(op), (op, cb)
-
-
-def _with_device(t: Tensor):
-    if t.is_cuda:
-        return torch.cuda.device(t.device)
-    import contextlib
-    return contextlib.nullcontext()
+    return N.make_op(act, bits, slope, lo, hi, cb), cb
 
 
 # ---------------------------------------------------------------- act forward/backward
@@ -130,23 +99,25 @@ def _with_device(t: Tensor):
 @torch.library.custom_op("unswag::act_forward", mutates_args=())
 def act_forward(x: Tensor, act: str, bits: int, slope: float, lo: float,
                 hi: float, codebook: Optional[List[float]] = None) -> Tuple[Tensor, Tensor]:
+    raise unsupported_device("act_forward", x)
+
+
+def _act_forward(device, x: Tensor, act: str, bits: int, slope: float, lo: float,
+                 hi: float, codebook: Optional[List[float]] = None) -> Tuple[Tensor, Tensor]:
     _validate_act(act, bits)
     _validate_codebook(act, bits, codebook)
-    _check_device(x, "act_forward")
     dt = _dtype_code(x, "act_forward")
     x = x.contiguous()
     n = x.numel()
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
     codes = torch.empty((_code_bytes(n, bits),), dtype=torch.uint8, device=x.device)
-    l = N.lib()
-    ref, _keep = _op(act, bits, slope, lo, hi, codebook)
-    if x.is_cuda:
-        with _with_device(x):
-            st = l.unswag_forward_cuda(ref, dt, _ptr(x), _ptr(y), _ptr(codes), n, _stream(x))
-    else:
-        st = l.unswag_forward(ref, dt, _ptr(x), _ptr(y), _ptr(codes), n)
-    N.check(st, f"act_forward({act}, bits={bits}, {x.dtype}, {x.device})")
+    op, _cb = _op(act, bits, slope, lo, hi, codebook)
+    device.run(f"act_forward({act}, bits={bits}, {x.dtype}, {x.device})", "unswag_forward",
+               ctypes.byref(op), dt, x, y, codes, n)
     return y, codes
+
+
+register_kernels(act_forward, _act_forward)
 
 
 @act_forward.register_fake
@@ -162,10 +133,14 @@ def _(x, act, bits, slope, lo, hi, codebook=None):
 @torch.library.custom_op("unswag::act_backward", mutates_args=())
 def act_backward(dy: Tensor, codes: Tensor, act: str, bits: int, slope: float, lo: float,
                  hi: float, codebook: Optional[List[float]] = None) -> Tensor:
+    raise unsupported_device("act_backward", dy)
+
+
+def _act_backward(device, dy: Tensor, codes: Tensor, act: str, bits: int, slope: float,
+                  lo: float, hi: float, codebook: Optional[List[float]] = None) -> Tensor:
     _validate_act(act, bits)
     _validate_codebook(act, bits, codebook)
-    _check_device(dy, "act_backward")
-    _same_device("act_backward", dy, codes)
+    same_device("act_backward", dy, codes)
     dt = _dtype_code(dy, "act_backward")
     if codes.dtype != torch.uint8:
         raise TypeError(f"unswag.act_backward: codes must be uint8, got {codes.dtype}")
@@ -176,15 +151,13 @@ def act_backward(dy: Tensor, codes: Tensor, act: str, bits: int, slope: float, l
     dy = dy.contiguous()
     codes = codes.contiguous()
     dx = torch.empty_like(dy, memory_format=torch.contiguous_format)
-    l = N.lib()
-    ref, _keep = _op(act, bits, slope, lo, hi, codebook)
-    if dy.is_cuda:
-        with _with_device(dy):
-            st = l.unswag_backward_cuda(ref, dt, _ptr(dy), _ptr(codes), _ptr(dx), n, _stream(dy))
-    else:
-        st = l.unswag_backward(ref, dt, _ptr(dy), _ptr(codes), _ptr(dx), n)
-    N.check(st, f"act_backward({act}, bits={bits}, {dy.dtype}, {dy.device})")
+    op, _cb = _op(act, bits, slope, lo, hi, codebook)
+    device.run(f"act_backward({act}, bits={bits}, {dy.dtype}, {dy.device})", "unswag_backward",
+               ctypes.byref(op), dt, dy, codes, dx, n)
     return dx
+
+
+register_kernels(act_backward, _act_backward)
 
 
 @act_backward.register_fake
@@ -217,9 +190,7 @@ def _check_gated(act: str, what: str, *ts: Tensor) -> int:
     if act not in _GATED_ACTS:
         raise ValueError(f"unswag.{what}: gated activation must be one of {_GATED_ACTS}, "
                          f"got {act!r}")
-    for t in ts:
-        _check_device(t, what)
-    _same_device(what, *ts)
+    same_device(what, *ts)
     dt = _dtype_code(ts[0], what)
     for t in ts[1:]:
         if t.dtype != ts[0].dtype:
@@ -232,20 +203,19 @@ def _check_gated(act: str, what: str, *ts: Tensor) -> int:
 
 @torch.library.custom_op("unswag::gated_forward", mutates_args=())
 def gated_forward(g: Tensor, u: Tensor, act: str) -> Tensor:
+    raise unsupported_device("gated_forward", g)
+
+
+def _gated_forward(device, g: Tensor, u: Tensor, act: str) -> Tensor:
     dt = _check_gated(act, "gated_forward", g, u)
     g, u = g.contiguous(), u.contiguous()
     h = torch.empty_like(g, memory_format=torch.contiguous_format)
-    n = g.numel()
-    l = N.lib()
-    a = N.ACTIVATIONS[act]
-    if g.is_cuda:
-        with _with_device(g):
-            st = l.unswag_gated_forward_cuda(a, dt, _ptr(g), _ptr(u), _ptr(h), n,
-                                                           _stream(g))
-    else:
-        st = l.unswag_gated_forward(a, dt, _ptr(g), _ptr(u), _ptr(h), n)
-    N.check(st, f"gated_forward({act}, {g.dtype}, {g.device})")
+    device.run(f"gated_forward({act}, {g.dtype}, {g.device})", "unswag_gated_forward",
+               N.ACTIVATIONS[act], dt, g, u, h, g.numel())
     return h
+
+
+register_kernels(gated_forward, _gated_forward)
 
 
 @gated_forward.register_fake
@@ -256,22 +226,21 @@ def _(g, u, act):
 
 @torch.library.custom_op("unswag::gated_backward", mutates_args=())
 def gated_backward(dh: Tensor, g: Tensor, u: Tensor, act: str) -> Tuple[Tensor, Tensor]:
+    raise unsupported_device("gated_backward", g)
+
+
+def _gated_backward(device, dh: Tensor, g: Tensor, u: Tensor,
+                    act: str) -> Tuple[Tensor, Tensor]:
     dt = _check_gated(act, "gated_backward", dh, g, u)
     dh, g, u = dh.contiguous(), g.contiguous(), u.contiguous()
     dg = torch.empty_like(g, memory_format=torch.contiguous_format)
     du = torch.empty_like(u, memory_format=torch.contiguous_format)
-    n = g.numel()
-    l = N.lib()
-    a = N.ACTIVATIONS[act]
-    if g.is_cuda:
-        with _with_device(g):
-            st = l.unswag_gated_backward_cuda(
-                a, dt, _ptr(dh), _ptr(g), _ptr(u), _ptr(dg), _ptr(du), n, _stream(g))
-    else:
-        st = l.unswag_gated_backward(a, dt, _ptr(dh), _ptr(g), _ptr(u), _ptr(dg),
-                                                    _ptr(du), n)
-    N.check(st, f"gated_backward({act}, {g.dtype}, {g.device})")
+    device.run(f"gated_backward({act}, {g.dtype}, {g.device})", "unswag_gated_backward",
+               N.ACTIVATIONS[act], dt, dh, g, u, dg, du, g.numel())
     return dg, du
+
+
+register_kernels(gated_backward, _gated_backward)
 
 
 @gated_backward.register_fake
