@@ -150,8 +150,9 @@ def child(mode: str, contexts, cap: float, small: bool = False):
                 host = getattr(off, "bytes", 0)
                 del loss
             if mode.startswith("unswag-long"):
-                from unswag.torch.long_context import host_bytes
+                from unswag.torch.long_context import host_bytes, last_step
                 host = host_bytes(model)
+                res["keep_attention"] = last_step(model).get("keep_attention")
             res.update(status="ok", weights_gib=wbytes / GIB, peak_gib=peak / GIB,
                        peak_above_wg_gib=(peak - 2 * wbytes) / GIB, step_s=times[-1],
                        steps=len(times), host_gib=host / GIB)

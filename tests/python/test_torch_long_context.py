@@ -237,3 +237,7 @@ def test_reserve_host_memory_before_the_first_step():
     before = host_bytes(m)
     step(m, *batch())
     assert host_bytes(m) == before  # the step reused the reserved arena
+    from unswag.torch.long_context import last_step
+    info = last_step(m)
+    assert info["keep_attention"] is True and info["chunks"] == 3  # 37 tokens, chunks of 16
+    assert info["host_bytes"] == got

@@ -33,6 +33,7 @@ __all__ = [
     "host_bytes",
     "host_bytes_per_token",
     "inspect_model",
+    "last_step",
     "make_forward",
     "release_host_memory",
     "reserve_host_memory",
@@ -180,6 +181,13 @@ def make_forward(model, original, cfg: LongContextConfig):
     forward.host_stores = stores
     forward.reserve = reserve
     return forward
+
+
+def last_step(model) -> dict:
+    """What the model's last long-context training call did: host bytes used by its
+    layout, whether attention outputs were kept, the number of chunks ({} before any)."""
+    fwd = model.__dict__.get("forward") or model.__dict__.get("_old_forward")
+    return dict(getattr(fwd, "last_run", {}))
 
 
 def host_bytes(model) -> int:
