@@ -94,8 +94,9 @@ def test_multi_gpu_ranks_on_cpu(tmp_path):
     import sys
     env = dict(os.environ, OMP_NUM_THREADS="1", OUT=str(tmp_path),
                UNSWAG_BENCH_FAKE_OOM_AT="64")
-    env["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "python")] +
-                                        [p for p in [env.get("PYTHONPATH")] if p])
+    import unswag  # the children import the same unswag (and native library) as this process
+    pkg = os.path.dirname(os.path.dirname(os.path.abspath(unswag.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([pkg] + [p for p in [env.get("PYTHONPATH")] if p])
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                         "--nproc-per-node", "2", os.path.join(ROOT, "bench", "gpu",
                                                               "bench_multi_gpu.py"),

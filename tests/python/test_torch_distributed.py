@@ -21,10 +21,17 @@ if not torch.distributed.is_available():
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def _package_root():
+    """Where this process imported unswag from (the installed package in CI, whose native
+    library sits beside it), so the child processes import the same one."""
+    import unswag
+    return os.path.dirname(os.path.dirname(os.path.abspath(unswag.__file__)))
+
+
 def test_two_processes_equal_one():
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join(
-        [os.path.join(ROOT, "python")] + [p for p in [env.get("PYTHONPATH")] if p])
+    env["PYTHONPATH"] = os.pathsep.join([_package_root()] +
+                                        [p for p in [env.get("PYTHONPATH")] if p])
     env.pop("OUT", None)
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                         "--nproc-per-node", "2",
