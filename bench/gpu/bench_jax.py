@@ -117,7 +117,10 @@ _OPCODE = re.compile(r"=\s.*?\s([a-z][a-z0-9-]*)\(")
 def entry_ops(fn, *args):
     """Opcode counts of the compiled entry computation: copies XLA added around a custom
     call show up here as 'copy' (or 'copy-start')."""
-    text = fn.lower(*args).compile().as_text()
+    return entry_ops_of_text(fn.lower(*args).compile().as_text())
+
+
+def entry_ops_of_text(text):
     counts: dict[str, int] = {}
     inside = False
     for line in text.splitlines():
@@ -279,10 +282,12 @@ def bench_mlp(batch, width, depth, dtypes, bits, impls, rounds, reps, record):
             for impl in impls:
                 variants[impl] = lambda h, i=impl, a=act, b=b: uj.activation(h, a, b, impl=i)
             steps = {k: jax.jit(jax.grad(lambda p, a=a: loss(p, a))) for k, a in variants.items()}
-            mem = {}
+            mem, ops = {}, {}
             for k, s in steps.items():
+                compiled = s.lower(params).compile()
+                ops[k] = entry_ops_of_text(compiled.as_text())  # copies around the calls?
                 try:
-                    ma = s.lower(params).compile().memory_analysis()
+                    ma = compiled.memory_analysis()
                     mem[k] = ma.temp_size_in_bytes if ma is not None else None
                 except Exception:
                     mem[k] = None
@@ -292,7 +297,7 @@ def bench_mlp(batch, width, depth, dtypes, bits, impls, rounds, reps, record):
                    "x": {k: t["jax.nn"] / t[k] for k in impls},
                    "temp_mib": {k: (v / 2**20 if v is not None else None) for k, v in mem.items()},
                    "mem": {k: (mem[k] / mem["jax.nn"] if mem[k] and mem["jax.nn"] else None)
-                           for k in impls}}
+                           for k in impls}, "entry_ops": ops}
             rows.append(row)
             record(row)
             for k in steps:

@@ -54,6 +54,9 @@ def test_bench_jax_tiny_run(tmp_path, capsys, monkeypatch, restore_table):
     assert [r["act"] for r in res["mlp"]] == ["relu", "silu", "gelu"]
     for r in res["mlp"]:
         assert set(r["x"]) == set(impls) | {"auto"} and r["ms"]["jax.nn"] > 0
+        if HAVE_FFI:  # 2 layers: a forward and a backward custom call each
+            assert r["entry_ops"]["ffi"].get("custom-call") == 4
+            assert "custom-call" not in r["entry_ops"]["pure"]
     text = (tmp_path / "jax_bench.txt").read_text()
     assert "forward+backward under jit" in text and "MLP training step" in text
     assert "issue 13 'done when'" in capsys.readouterr().out
