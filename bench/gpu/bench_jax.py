@@ -2,7 +2,7 @@
 """unswag.jax on the GPU: every figure of issue 13 as a ratio against jax.nn
 measured in the same run, the impl="auto" decision table, then the JAX tests on the GPU.
 
-    python bench/gpu/bench_jax.py            # tests + benchmark + profile (~4 min, below)
+    python bench/gpu/bench_jax.py            # benchmark + profile, then tests (~6 min, below)
     python bench/gpu/bench_jax.py --no-tests # benchmark only
     python bench/gpu/bench_jax.py --quick    # small sizes (a smoke run)
 
