@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _native
-from . import _ffi, _pure
+from . import _auto, _ffi, _pure
 
 SUPPORTED_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
 SMOOTH = ("silu", "gelu", "gelu_tanh")
@@ -131,19 +131,29 @@ def _ffi_state(spec):
     return st
 
 
+def _auto_uses_ffi(spec, backend, dtype, registered):
+    """auto on one backend: the measured table's choice (_auto.py), else the FFI handler
+    wherever it is registered."""
+    if not registered:
+        return False
+    return _auto.choose(backend, dtype, spec.act, spec.bits) != "pure"
+
+
 def _dispatch(spec, ffi_fn, pure_fn, *args):
     if spec.impl == "pure":
         return pure_fn(spec, *args)
     st = _ffi_state(spec)
     if spec.impl == "ffi":
         return ffi_fn(spec, *args)
-    if not st["cpu"]:
+    # auto: per backend, the path the table measured faster for this dtype, activation and
+    # bits; without an entry the native handlers where they are registered, pure JAX
+    # elsewhere (TPU, ROCm, CUDA without the CUDA build).  Chosen when XLA lowers.
+    dtype = jnp.dtype(args[0].dtype).name
+    branches = {b: functools.partial(ffi_fn, spec)
+                for b in _auto.BACKENDS
+                if _auto_uses_ffi(spec, b, dtype, st[b] and st["cpu"])}
+    if not branches:
         return pure_fn(spec, *args)
-    # auto: the native handlers where they are registered, pure JAX elsewhere
-    # (TPU, ROCm, CUDA without the CUDA build); chosen when XLA lowers.
-    branches = {"cpu": functools.partial(ffi_fn, spec)}
-    if st["cuda"]:
-        branches["cuda"] = functools.partial(ffi_fn, spec)
     return jax.lax.platform_dependent(*args, default=functools.partial(pure_fn, spec),
                                       **branches)
 
