@@ -24,9 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sweep import run_child  # found in this script's folder (bench/gpu is no package)
 
 CONTEXTS = [2048, 4096, 8192, 16384, 32768, 65536]
 # "+loss": also lm_loss="chunked" (the loss without the tokens x vocab logits)
@@ -100,31 +102,7 @@ def run_pair(mode, ckpt, contexts, tile, timeout):
     """Results by context for one (mode, ckpt) subprocess."""
     cmd = [sys.executable, os.path.abspath(__file__), "--child", mode, str(int(ckpt)),
            "--contexts", *map(str, contexts), "--tile", str(tile)]
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        stdout, stderr, why = r.stdout, r.stderr, None
-    except subprocess.TimeoutExpired as e:
-        dec = lambda b: b.decode() if isinstance(b, bytes) else (b or "")
-        stdout, stderr, why = dec(e.stdout), dec(e.stderr), f"timeout {timeout:.0f}s"
-    got = {}
-    for line in stdout.splitlines():
-        if line.startswith("RESULT "):
-            d = json.loads(line[7:])
-            got[d["ctx"]] = d
-    for ctx in contexts:
-        if ctx in got:
-            continue
-        if any(d["status"] != "ok" for d in got.values()):
-            got[ctx] = {"status": "skipped (failed at a shorter context)"}
-        elif why:
-            got[ctx] = {"status": why}
-            why = "skipped (time budget)"
-        else:
-            tail = " | ".join(stderr.strip().splitlines()[-3:])[-200:]
-            oom = "out of memory" in tail.lower()
-            got[ctx] = {"status": "OOM" if oom else "error: " + tail}
-            why = "skipped (after an error)"
-    return got
+    return run_child(cmd, contexts, timeout)[0]
 
 
 def main():

@@ -37,9 +37,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sweep import run_child  # found in this script's folder (bench/gpu is no package)
 
 MODES = ["hf+ckpt", "liger+ckpt", "liger-tiled+ckpt", "liger-tiled+offload",
          "unswag-prev+ckpt", "unswag-long", "unswag-long+norm"]
@@ -169,30 +171,7 @@ def child(mode: str, contexts, cap: float, small: bool = False):
 def run_mode(mode, contexts, cap, timeout):
     cmd = [sys.executable, os.path.abspath(__file__), "--child", mode, "--cap", str(cap),
            "--contexts", *map(str, contexts)]
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        out, err, why = r.stdout, r.stderr, None
-    except subprocess.TimeoutExpired as e:
-        dec = lambda b: b.decode() if isinstance(b, bytes) else (b or "")
-        out, err, why = dec(e.stdout), dec(e.stderr), f"timeout {timeout:.0f}s"
-    got = {}
-    for line in out.splitlines():
-        if line.startswith("RESULT "):
-            d = json.loads(line[7:])
-            got[d["ctx"]] = d
-    for ctx in contexts:
-        if ctx in got:
-            continue
-        if any(d["status"] != "ok" for d in got.values()):
-            got[ctx] = {"ctx": ctx, "status": "skipped (failed at a shorter context)"}
-        elif why:
-            got[ctx], why = {"ctx": ctx, "status": why}, "skipped (time budget)"
-        else:
-            tail = " | ".join(err.strip().splitlines()[-3:])[-300:]
-            oom = "out of memory" in tail.lower()
-            got[ctx] = {"ctx": ctx, "status": "OOM" if oom else "error: " + tail}
-            why = "skipped (after an error)"
-    return got, err
+    return run_child(cmd, contexts, timeout)
 
 
 def _have(mod: str) -> bool:

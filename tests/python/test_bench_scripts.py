@@ -164,3 +164,16 @@ def test_convergence_bench_runs_tiny(tmp_path, capsys):
     assert "noise floor" in (tmp_path / "convergence-gelu-silu.txt").read_text()
     assert saved["nondeterministic_ops"] == []
     assert "minus exact" in capsys.readouterr().out
+
+
+def test_sweep_run_child_fills_what_the_child_did_not_reach():
+    import sys
+    sweep = _load("sweep")
+    child = ("import json, sys\n"
+             "for c in (16, 32): print('RESULT ' + json.dumps({'ctx': c, 'status': 'ok'}))\n"
+             "sys.stderr.write('CUDA out of memory\\n'); sys.exit(1)")
+    got, err = sweep.run_child([sys.executable, "-c", child], [16, 32, 64, 128], 60)
+    assert [got[c]["status"] for c in (16, 32, 64)] == ["ok", "ok", "OOM"]
+    assert got[128]["status"].startswith("skipped") and "out of memory" in err
+    got, _ = sweep.run_child([sys.executable, "-c", "import time; time.sleep(30)"], [16], 1)
+    assert got[16]["status"] == "timeout 1s"
