@@ -167,7 +167,7 @@ def test_modules():
     assert torch.allclose(ut.SiLU(bits=4)(x), torch.nn.functional.silu(x), atol=1e-6)
     assert torch.allclose(ut.GELU("tanh")(x), torch.nn.functional.gelu(x, approximate="tanh"),
                           atol=1e-6)
-    assert "bits=2" in repr(ut.GELU())
+    assert f"bits={N.DEFAULT_BITS}" in repr(ut.GELU())
     assert list(ut.GELU().state_dict()) == []
 
 

@@ -27,6 +27,7 @@ import conftest as C
 import unswag
 import unswag.torch as ut
 from unswag import apply_unswag_surgery, remove_unswag_surgery
+from unswag._native import DEFAULT_BITS
 from unswag.torch import surgery as S
 
 FP32_LOSS, FP32_GRAD = 1e-5, 1e-4
@@ -184,7 +185,7 @@ def test_saved_bytes_shrink_as_predicted(name, mode):
             elif act in ("leaky_relu", "relu6", "hardtanh"):
                 predicted += n * esz - (n + 7) // 8
             else:
-                predicted += n * esz - (n * 2 + 7) // 8
+                predicted += n * esz - (n * DEFAULT_BITS + 7) // 8
     apply_unswag_surgery(m, gated=mode, attention=None)
     torch.manual_seed(0)
     b1, _ = C.activation_bytes(m, lambda: batch(m))
@@ -250,7 +251,7 @@ def test_idempotent_and_reapply_with_other_options():
 def test_report_is_readable():
     m = C.MODELS["bert"][0]()
     text = str(apply_unswag_surgery(m))
-    assert "gelu 2 bit" in text and "attention: eager -> sdpa" in text
+    assert f"gelu {DEFAULT_BITS} bit" in text and "attention: eager -> sdpa" in text
 
 
 class _LoraLike(torch.nn.Linear):

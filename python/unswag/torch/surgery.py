@@ -41,6 +41,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from .._native import DEFAULT_BITS
+
 _STATE = "_unswag_surgery"
 GATED_MODES = ("fused", "recompute")
 
@@ -325,7 +327,7 @@ def _activation_decision(act: str, use) -> Optional[str]:
     return None
 
 
-def apply_unswag_surgery(model, *, bits: int = 2, gated: Optional[str] = "fused",
+def apply_unswag_surgery(model, *, bits: int = DEFAULT_BITS, gated: Optional[str] = "fused",
                          tile_tokens: int = 2048, attention: Optional[str] = "sdpa",
                          activations: bool = True,
                          lm_loss: Optional[str] = None,
