@@ -526,10 +526,13 @@ UNSWAG_JAX_API XLA_FFI_Error *unswag_jax_backward_cpu(XLA_FFI_CallFrame *f) {
 
 #ifdef UNSWAG_JAX_WITH_CUDA
 
-/* The library's CUDA entry points only queue work on the stream (no
- * allocation, no synchronisation), but they query pointer attributes, so
- * we do not claim command-buffer (CUDA graph) compatibility. */
-#define CUDA_TRAITS 0
+/* The library's CUDA entry points only queue kernels on the given stream: no
+ * allocation, no copy, no synchronisation; their pointer and device queries are
+ * legal during stream capture (tests/gpu/test_cuda.c captures a graph).  So the
+ * handlers let XLA record them into its command buffers (CUDA graphs): the handler
+ * then runs when XLA records the graph, not on every execution, and its host cost
+ * (attribute parsing, checks, launch) leaves the step. */
+#define CUDA_TRAITS XLA_FFI_HANDLER_TRAITS_COMMAND_BUFFER_COMPATIBLE
 
 static XLA_FFI_Error *get_stream(XLA_FFI_CallFrame *f, const char *fn, void **stream) {
   XLA_FFI_Stream_Get_Args args;
