@@ -8,62 +8,50 @@ from . import functional as F
 
 
 class _Act(nn.Module):
+    """Base of the activation modules.  The relu family's constructors mirror torch.nn's
+    (``inplace`` accepted and ignored) and store ``params``, which the functional form
+    takes after x, in that order."""
     act = ""
+    params: tuple = ()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return getattr(F, self.act)(x, *(getattr(self, k) for k in self.params), self.bits)
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}"
+        return ", ".join([f"{k}={getattr(self, k)}" for k in self.params] + [f"bits={self.bits}"])
 
 
-class ReLU(_Act):
-    """Exact ReLU, 1 bit kept for backward.  ``inplace`` is accepted and ignored."""
-    act = "relu"
-
+class _NoParamAct(_Act):
     def __init__(self, inplace: bool = False, bits: int = 1):
         super().__init__()
         self.bits = bits
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.relu(x, self.bits)
+
+class ReLU(_NoParamAct):
+    """Exact ReLU, 1 bit kept for backward."""
+    act = "relu"
 
 
 class LeakyReLU(_Act):
-    act = "leaky_relu"
+    act, params = "leaky_relu", ("negative_slope",)
 
     def __init__(self, negative_slope: float = 0.01, inplace: bool = False, bits: int = 1):
         super().__init__()
         self.negative_slope, self.bits = negative_slope, bits
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.leaky_relu(x, self.negative_slope, self.bits)
 
-    def extra_repr(self) -> str:
-        return f"negative_slope={self.negative_slope}, bits={self.bits}"
-
-
-class ReLU6(_Act):
+class ReLU6(_NoParamAct):
+    """Exact ReLU6, 1 bit kept for backward."""
     act = "relu6"
-
-    def __init__(self, inplace: bool = False, bits: int = 1):
-        super().__init__()
-        self.bits = bits
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.relu6(x, self.bits)
 
 
 class Hardtanh(_Act):
-    act = "hardtanh"
+    act, params = "hardtanh", ("min_val", "max_val")
 
     def __init__(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False,
                  bits: int = 1):
         super().__init__()
         self.min_val, self.max_val, self.bits = min_val, max_val, bits
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.hardtanh(x, self.min_val, self.max_val, self.bits)
-
-    def extra_repr(self) -> str:
-        return f"min_val={self.min_val}, max_val={self.max_val}, bits={self.bits}"
 
 
 class SmoothAct(_Act):
@@ -142,7 +130,7 @@ class SmoothAct(_Act):
 
 
 class SiLU(SmoothAct):
-    """SiLU with an exact forward and a k-bit (default 2) approximate backward."""
+    """SiLU with an exact forward and a k-bit (default DEFAULT_BITS) approximate backward."""
     act = "silu"
 
     def __init__(self, inplace: bool = False, bits: int = F.DEFAULT_BITS, codebook=None):
