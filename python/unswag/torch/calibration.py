@@ -1,4 +1,4 @@
-"""Per-layer codebooks calibrated on the data (issue 11).
+"""Per-layer codebooks calibrated on the data.
 
 The built-in codebooks are L2-optimal under a standard normal weighting of the
 activation's input.  A layer's real inputs are not N(0, 1): early in training they
