@@ -81,14 +81,24 @@ def run_case(T, a, heads, how, keep, slicing, device):
     if how != "none":
         model = T.wrap(model, how, device)
     model.zero_grad(set_to_none=True)
-    loss = model(**_slices(ids, slicing, group)).loss
+    batch = _slices(ids, slicing, group)
+    loss = model(**batch).loss
     loss.backward()
     loss = loss.detach().float().cpu()
     got = T.gathered_grads(model, how)
     spread = _same_on_every_rank(loss, got)
+    msgs = []
+    if how == "none":  # the loss without gradients; reserving the step's host memory
+        from unswag.torch.long_context import last_step, reserve_host_memory
+        used = last_step(model)["host_bytes"]
+        with torch.no_grad():
+            l2 = model(**batch).loss.float().cpu()
+        if not torch.equal(l2, loss):
+            msgs.append(f"no_grad loss {float(l2)} != {float(loss)}")
+        if reserve_host_memory(model, seq, batch=B) != used:  # seq: the whole sequence
+            msgs.append(f"reserve_host_memory != the step's {used} host bytes")
     if rank != 0:
         return None, ""
-    msgs = []
     if spread > 1e-6:
         msgs.append(f"ranks disagree (rel {spread:.1e})")
     worst = {}

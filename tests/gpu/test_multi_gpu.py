@@ -37,10 +37,9 @@ from datetime import timedelta
 os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # the lent machine needs NVLink multicast off
 os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
 
+import multi_gpu_sp as sp_cases  # beside this file (sys.path[0] when run as a script)
 import torch
 import torch.distributed as dist
-
-import multi_gpu_sp as sp_cases  # beside this file (sys.path[0] when run as a script)
 
 SMALL = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, vocab_size=64)

@@ -88,8 +88,8 @@ def test_long_context_child(mode, monkeypatch, capsys):
 
 def test_multi_gpu_ranks_on_cpu(tmp_path):
     """bench_multi_gpu.py under torch.distributed.run, 2 processes, gloo, a tiny model: every
-    mode's sweep (the sequence-parallel ones too), a (fake) OOM in the middle of a step at 64 tokens that ends each sweep on
-    both ranks, and the table and JSON it writes."""
+    mode's sweep (the sequence-parallel ones too), a (fake) OOM in the middle of a step at 64
+    tokens that ends each sweep on both ranks, and the table and JSON it writes."""
     import subprocess
     import sys
     env = dict(os.environ, OMP_NUM_THREADS="1", OUT=str(tmp_path),

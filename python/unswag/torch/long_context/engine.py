@@ -36,9 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..lm_loss import chunk_loss_and_grad
-from . import attention, sharding
+from . import attention, sharding, ulysses
 from . import sequence_parallel as SP
-from . import ulysses
 from .host_store import HostStore
 from .model import LayerParts, ModelParts
 
