@@ -142,7 +142,7 @@ def make_forward(model, original, cfg: LongContextConfig):
         sp = None
         if group is not None:  # `tokens` counts the whole sequence
             T //= torch.distributed.get_world_size(group)
-            sp = SP.describe(group, T, cfg.chunk_tokens)
+            sp = SP.describe(group, T)
         store, chunks, keep = layout(B, T, device)
         return store.plan(host_specs(parts, B, chunks, keep, parts.embed.weight.dtype, sp))
 
@@ -164,7 +164,7 @@ def make_forward(model, original, cfg: LongContextConfig):
         B, T = ids.shape
         sp = None
         if group is not None:
-            sp = SP.describe(group, T, cfg.chunk_tokens)
+            sp = SP.describe(group, T)
             SP.check_shapes(sp, B, T, ids.device)
         if mask is not None and not bool((mask != 0).all()):
             raise NotImplementedError(

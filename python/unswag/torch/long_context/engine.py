@@ -140,23 +140,15 @@ def _accumulate(acc: Dict[int, Tensor], ps, gs) -> None:
 def host_specs(parts: ModelParts, B: int, chunks, keep_attention: bool, dtype, sp=None):
     H = parts.embed.weight.shape[1]
     hq, d = parts.num_heads, parts.head_dim
-    if sp is not None:  # logsumexps of this rank's heads by the whole sequence's chunks
-        for layer in range(len(parts.layers)):
-            for ci, (s, e) in enumerate(chunks):
-                yield ("x", layer, ci), (B, e - s, H), dtype
-                if keep_attention:
-                    yield ("o", layer, ci), (B, e - s, hq, d), dtype
-            if keep_attention:
-                for gi, (s, e) in enumerate(sp.chunks):
-                    yield ("lse", layer, gi), (B, hq // sp.size, e - s), torch.float32
-        return
     for layer in range(len(parts.layers)):
         for ci, (s, e) in enumerate(chunks):
             c = e - s
             yield ("x", layer, ci), (B, c, H), dtype
             if keep_attention:
                 yield ("o", layer, ci), (B, c, hq, d), dtype
-                yield ("lse", layer, ci), (B, hq, c), torch.float32
+                # split sequence: this rank's heads for every rank's chunk ci (ulysses.py)
+                lse = (B, hq, c) if sp is None else (B, hq // sp.size, sp.size * c)
+                yield ("lse", layer, ci), lse, torch.float32
 
 
 def host_bytes_per_token(parts: ModelParts, keep_attention: bool, dtype) -> int:

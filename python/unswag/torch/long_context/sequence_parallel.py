@@ -4,10 +4,11 @@ Ulysses' scheme (DeepSpeed's DistributedAttention), with torch.distributed's own
 collectives and no communication code of ours: rank r of a group of P holds tokens
 [r*T/P, (r+1)*T/P) of every sequence of the batch.  Everything token-wise (norms,
 projections, rope at the global positions, MLP, loss) runs on the local tokens; per
-layer, one all-to-all turns the local q, k, v (T/P tokens, all heads) into the whole
-sequence for H/P heads (KV: Hkv/P), the engine's causal chunk loop runs unchanged on
-those heads, and a second all-to-all brings the output back to the local tokens.  The
-backward mirrors it (ulysses.py).  Hence P must divide the number of KV heads.
+layer, all-to-alls turn the local k, v (T/P tokens, all heads) into the whole sequence
+for Hkv/P heads, and each chunk of local queries into every rank's same chunk for H/P
+heads; the engine's causal attention runs on those, and an all-to-all brings the output
+back to the local tokens.  The backward mirrors it (ulysses.py).  Hence P must divide
+the number of KV heads.
 
 What this file holds: the group's description for one call, the two layout changes,
 the label shift across slice boundaries, the global target count and the sums of the
@@ -16,7 +17,7 @@ loss and of the parameter gradients over the group; and ``split_sequence`` for u
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict
 
 import torch
 import torch.distributed as dist
@@ -26,13 +27,11 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class SeqPar:
-    """One call's view of the group: size, this rank, the whole sequence's length and
-    attention's query chunks over it (the same chunks one process would use)."""
+    """One call's view of the group: size, this rank, the whole sequence's length."""
     group: object
     size: int
     rank: int
     total: int
-    chunks: List[Tuple[int, int]]
 
 
 def check_group(group) -> None:
@@ -52,14 +51,13 @@ def check_model(parts, group) -> None:
             "over the whole sequence); use a group whose size divides them")
 
 
-def describe(group, local: int, chunk: int) -> SeqPar:
+def describe(group, local: int) -> SeqPar:
     """The SeqPar of a call whose ranks hold `local` tokens of each sequence."""
     P, r = dist.get_world_size(group), dist.get_rank(group)
     if r < 0:
         raise ValueError("unswag long-context mode: this process is not a member of the "
                          "sequence-parallel group")
-    T = P * local
-    return SeqPar(group, P, r, T, [(s, min(s + chunk, T)) for s in range(0, T, chunk)])
+    return SeqPar(group, P, r, P * local)
 
 
 def check_shapes(sp: SeqPar, B: int, local: int, device) -> None:
