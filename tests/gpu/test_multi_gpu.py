@@ -23,6 +23,8 @@ back (``DTensor.full_tensor``) for the comparison.  Criteria:
 Also: the patched model's state_dict has the unpatched model's keys and round-trips
 (FSDP2: get/set_model_state_dict with full state dicts through a file; DDP: the inner
 module's state_dict), checked by a step of a model loaded over different weights.
+Then the long-context mode's sequence parallelism (multi_gpu_sp.py: one sequence split
+over the ranks, against one process and the unpatched model) and its refusals.
 Last line (rank 0): "N passed, N failed"; with OUT set also $OUT/multi_gpu_tests.txt.
 """
 from __future__ import annotations
