@@ -5,11 +5,17 @@ UnSwag's long-context mode + FSDP2, contexts doubling until a GPU runs out of me
 TinyLlama-1.1B shape as in bench/gpu/bench_long_context.py (hidden 2048, 22 layers, 32
 heads, 4 KV heads, vocab 32000), random weights, bf16, one training step (forward +
 backward, no optimizer).  FSDP2: ``fully_shard`` on each decoder layer and on the model.
-Data parallel: every GPU trains its own sequence of `context` tokens (no sequence
-parallelism yet: docs/multi_gpu.md), so tokens/s counts world x context per step.
+Data parallel modes: every GPU trains its own sequence of `context` tokens, so
+tokens/s counts world x context per step.  Sequence-parallel modes (+sp): the GPUs
+share one sequence of `context` tokens (each holds context / world of them,
+LongContextConfig(sequence_parallel=WORLD), docs/multi_gpu.md), so `context` is the
+whole sequence and tokens/s counts context per step.
 
   hf+fsdp+ckpt        Hugging Face (SDPA) + non-reentrant checkpointing + FSDP2
   unswag-long+fsdp    apply_unswag_surgery(model, long_context=True) + FSDP2
+  unswag-long+sp      the long-context mode, one sequence split over the GPUs (weights
+                      replicated; the mode sums the gradients over the GPUs)
+  unswag-long+fsdp+sp the same with FSDP2 over the same GPUs (weights sharded)
   unswag-long@1gpu    the long-context mode on GPU 0 alone (GPU 1 idles): the 1-GPU
                       figure of the same run, for the tokens/s ratio
 
@@ -29,8 +35,12 @@ if needed, sets NCCL_NVLS_ENABLE=0 and TORCH_SYMM_MEM_DISABLE_MULTICAST=1, and r
         --contexts 16384 32768 65536 131072
     bash tests/gpu/run_multi_gpu.sh bench --caps 16 --tag -16g-512k \
         --modes unswag-long+fsdp --contexts 524288
+    bash tests/gpu/run_multi_gpu.sh bench --caps 16 --tag -16g-sp \
+        --modes unswag-long+fsdp+sp unswag-long+sp --contexts 131072 262144 524288 1048576
 
-(a 512k step takes about 5 minutes, as on one GPU: every GPU trains its own 512k tokens).
+(a 512k step takes about 5 minutes, as on one GPU: every GPU trains its own 512k tokens;
+the sequence-parallel steps are estimates to be measured: attention's work per GPU
+halves, so a whole sequence of 2T should take about twice one GPU's step at T).
 The script sets NCCL_NVLS_ENABLE=0 and TORCH_SYMM_MEM_DISABLE_MULTICAST=1 itself too.
 Writes $OUT/multi_gpu{tag}.txt and .json when OUT is set, rewritten after every
 context so that a killed run keeps what it measured.
@@ -47,7 +57,8 @@ from datetime import timedelta
 os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # the lent machine needs NVLink multicast off
 os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
 
-MODES = ["hf+fsdp+ckpt", "unswag-long+fsdp", "unswag-long@1gpu"]
+MODES = ["hf+fsdp+ckpt", "unswag-long+fsdp", "unswag-long+sp", "unswag-long+fsdp+sp",
+         "unswag-long@1gpu"]
 CONTEXTS = [16384, 32768, 65536, 131072, 262144, 524288]
 GIB = 2 ** 30
 TINYLLAMA = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
@@ -68,10 +79,14 @@ def build_model(mode: str, max_ctx: int, dev, small: bool, chunk: int):
                                                 torch_dtype=torch.bfloat16)
     model.train()
     if mode.startswith("unswag-long"):
+        import torch.distributed as dist
+
         from unswag import apply_unswag_surgery
         from unswag.torch.long_context import LongContextConfig
-        lc = LongContextConfig(chunk_tokens=chunk) if chunk else True
-        apply_unswag_surgery(model, long_context=lc)
+        kw = dict(chunk_tokens=chunk) if chunk else {}
+        if mode.endswith("+sp"):
+            kw["sequence_parallel"] = dist.group.WORLD
+        apply_unswag_surgery(model, long_context=LongContextConfig(**kw))
     if mode.endswith("+ckpt"):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if "+fsdp" in mode:
@@ -89,7 +104,12 @@ def _one_context(model, mode, ctx, dev, world, steps):
     """One (or two) training steps of `ctx` tokens on this rank: a result dict."""
     import torch
     cuda = dev.type == "cuda"
-    ids = torch.randint(0, model.config.vocab_size, (1, ctx), device=dev)
+    g = torch.Generator().manual_seed(ctx)  # the same sequence on every rank
+    ids = torch.randint(0, model.config.vocab_size, (1, ctx), generator=g).to(dev)
+    batch = {"input_ids": ids, "labels": ids}
+    if mode.endswith("+sp"):  # this rank's slice of the one sequence
+        from unswag.torch.long_context import split_sequence
+        batch = split_sequence(ids, ids)
     res = {"ctx": ctx}
     hook = None
     if ctx >= int(os.environ.get("UNSWAG_BENCH_FAKE_OOM_AT", "0") or 1 << 62):
@@ -107,7 +127,7 @@ def _one_context(model, mode, ctx, dev, world, steps):
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
             t0 = time.perf_counter()
-            loss = model(input_ids=ids, labels=ids).loss
+            loss = model(**batch).loss
             loss.backward()
             if cuda:
                 torch.cuda.synchronize()
@@ -185,9 +205,10 @@ def _merge(got, mode, world):
     if bad:
         return {"ctx": ctx, "status": bad[0]}
     gpus = 1 if mode.endswith("@1gpu") else world
+    seqs = 1 if mode.endswith("+sp") else gpus  # +sp: the GPUs share one sequence
     step = max(r["step_s"] for r in mine)
     return {"ctx": ctx, "status": "ok", "peak_gib": [r["peak_gib"] for r in mine],
-            "step_s": step, "tokens_per_s": gpus * ctx / step, "gpus": gpus,
+            "step_s": step, "tokens_per_s": seqs * ctx / step, "gpus": gpus,
             "host_gib": [r["host_gib"] for r in mine]}
 
 
@@ -205,7 +226,7 @@ def _coordination_group():
 
 def table(results, caps, modes, header):
     lines = [header, "# whole peak GiB per GPU / step s / tokens/s (all GPUs) / host GiB "
-             "pinned per GPU", ""]
+             "pinned per GPU; +sp modes: the context is the whole sequence over all GPUs", ""]
     for cap in caps:
         for mode in modes:
             rows = results.get(f"{mode}@{cap:g}")

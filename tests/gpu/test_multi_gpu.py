@@ -23,6 +23,8 @@ back (``DTensor.full_tensor``) for the comparison.  Criteria:
 Also: the patched model's state_dict has the unpatched model's keys and round-trips
 (FSDP2: get/set_model_state_dict with full state dicts through a file; DDP: the inner
 module's state_dict), checked by a step of a model loaded over different weights.
+Then the long-context mode's sequence parallelism (multi_gpu_sp.py: one sequence split
+over the ranks, against one process and the unpatched model) and its refusals.
 Last line (rank 0): "N passed, N failed"; with OUT set also $OUT/multi_gpu_tests.txt.
 """
 from __future__ import annotations
@@ -37,6 +39,7 @@ from datetime import timedelta
 os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # the lent machine needs NVLink multicast off
 os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
 
+import multi_gpu_sp as sp_cases  # beside this file (sys.path[0] when run as a script)
 import torch
 import torch.distributed as dist
 
@@ -59,8 +62,9 @@ CASES = [(m, w, False) for m in MODELS for w in ("ddp", "fsdp")] + [
     ("llama-long", "fsdp", True)]
 
 
-def build(name, shape, seq, seed, dtype, chunk):
-    """A random-weight model of `name` with its surgery applied."""
+def build(name, shape, seq, seed, dtype, chunk, patched=True, **long_kw):
+    """A random-weight model of `name` with its surgery applied (patched=False: without;
+    long_kw: more LongContextConfig fields for the long-context models)."""
     import transformers as T
 
     from unswag import apply_unswag_surgery
@@ -78,10 +82,13 @@ def build(name, shape, seq, seed, dtype, chunk):
         for p in model.parameters():  # far from the init's symmetric values
             p.normal_(0, 0.02 if shape is GPU else 0.2)
     model = model.to(dtype).train()
+    if not patched:
+        return model
     if kw == "long":
         from unswag.torch.long_context import LongContextConfig
         apply_unswag_surgery(model, long_context=LongContextConfig(
-            chunk_tokens=chunk, loss_chunk_tokens=chunk, keep_attention=True))
+            **dict(dict(chunk_tokens=chunk, loss_chunk_tokens=chunk, keep_attention=True),
+                   **long_kw)))
     else:
         if "tile_tokens" in kw:  # several tiles per sequence, on either device
             kw = dict(kw, tile_tokens=chunk)
@@ -279,7 +286,8 @@ def main(argv=None):
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     ap.add_argument("--dtype", choices=["bf16", "fp32"], default=None,
                     help="of the 2-process model (default: bf16 on cuda, fp32 on cpu)")
-    ap.add_argument("--cases", nargs="*", default=None, help="e.g. llama-long:fsdp")
+    ap.add_argument("--cases", nargs="*", default=None,
+                    help="e.g. llama-long:fsdp sp-gqa:none (the refusals always run)")
     a = ap.parse_args(argv)
     a.dtype = a.dtype or ("bf16" if a.device == "cuda" else "fp32")
     rank = int(os.environ.get("RANK", 0))
@@ -291,18 +299,26 @@ def main(argv=None):
     else:
         device = torch.device("cpu")
         dist.init_process_group("gloo", timeout=timedelta(seconds=120))
-    cases = [c for c in CASES if a.cases is None or f"{c[0]}:{c[1]}" in a.cases
-             or f"{c[0]}:{c[1]}:roundtrip" in a.cases]
+    me = sys.modules[__name__]
+    runs = [(f"{n} {w}" + (" state_dict round trip" if rt else ""),
+             lambda n=n, w=w, rt=rt: run_case(a, n, w, rt, device, tmp))
+            for n, w, rt in CASES if a.cases is None or f"{n}:{w}" in a.cases
+            or f"{n}:{w}:roundtrip" in a.cases]
+    runs += [(f"llama-long sequence parallel, {h}, {w}, keep_attention={k}, {sl}",
+              lambda c=(h, w, k, sl): sp_cases.run_case(me, a, *c, device))
+             for (h, w, k, sl), key in zip(sp_cases.CASES, sp_cases.case_names())
+             if a.cases is None or key in a.cases]
+    runs.append(("long-context sequence parallelism refusals",
+                 lambda: sp_cases.refusals(me, a, device)))
     passed = failed = 0
     lines = []
     tmp = tempfile.mkdtemp(prefix="unswag-mgpu-") if rank == 0 else None
     holder = [tmp]
     dist.broadcast_object_list(holder, src=0)
     tmp = holder[0]
-    for name, how, rt in cases:
-        label = f"{name} {how}" + (" state_dict round trip" if rt else "")
+    for label, fn in runs:
         try:
-            ok, detail = run_case(a, name, how, rt, device, tmp)
+            ok, detail = fn()
         except Exception:
             ok, detail = False, traceback.format_exc(limit=6).strip().replace("\n", " | ")
             if rank != 0:

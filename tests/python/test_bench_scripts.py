@@ -88,8 +88,8 @@ def test_long_context_child(mode, monkeypatch, capsys):
 
 def test_multi_gpu_ranks_on_cpu(tmp_path):
     """bench_multi_gpu.py under torch.distributed.run, 2 processes, gloo, a tiny model: every
-    mode's sweep, a (fake) OOM in the middle of a step at 64 tokens that ends each sweep on
-    both ranks, and the table and JSON it writes."""
+    mode's sweep (the sequence-parallel ones too), a (fake) OOM in the middle of a step at 64
+    tokens that ends each sweep on both ranks, and the table and JSON it writes."""
     import subprocess
     import sys
     env = dict(os.environ, OMP_NUM_THREADS="1", OUT=str(tmp_path),
@@ -113,6 +113,8 @@ def test_multi_gpu_ranks_on_cpu(tmp_path):
         assert [x["status"] for x in rows] == ["ok", "ok", "OOM"], key
         gpus = 1 if key.startswith("unswag-long@1gpu") else 2
         assert len(rows[0]["peak_gib"]) == gpus and rows[1]["tokens_per_s"] > 0
+        seqs = 1 if "+sp@" in key else gpus  # +sp: both GPUs share one 32-token sequence
+        assert abs(rows[1]["tokens_per_s"] * rows[1]["step_s"] - 32 * seqs) < 1e-6, key
         if key.startswith("unswag-long"):
             assert min(rows[1]["host_gib"]) > 0
     assert "unswag-long+fsdp, cap 16 GiB per GPU" in (tmp_path / "multi_gpu.txt").read_text()

@@ -6,7 +6,10 @@ with activation codes (GPT-2), gated="fused", gated="recompute" + lm_loss="chunk
 the long-context mode (Llama), FSDP2 mixed precision (bf16 parameters, fp32 reduction)
 with the long-context mode, state_dict round trips, and the refused FSDP2 layouts: the
 loss and every parameter gradient of the 2-process step equal to one process's step on
-the same global batch within fp32 noise (bf16 noise for mixed precision)."""
+the same global batch within fp32 noise (bf16 noise for mixed precision).  Also the
+long-context mode's sequence parallelism (tests/gpu/multi_gpu_sp.py: one sequence split
+over both processes, plain, under FSDP2 and DDP, equal to one process and to unpatched
+Hugging Face) and its refusals."""
 import os
 import subprocess
 import sys
@@ -43,4 +46,4 @@ def test_two_processes_equal_one():
     fails = [ln for ln in lines if ln.startswith("FAIL")]
     assert not fails, "\n".join(fails) + "\n" + r.stderr[-3000:]
     assert r.stdout.splitlines()[-1] == f"{len(lines)} passed, 0 failed"
-    assert len(lines) == 12 and r.returncode == 0
+    assert len(lines) == 17 and r.returncode == 0

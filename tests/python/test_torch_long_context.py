@@ -173,6 +173,8 @@ def test_refuses_what_it_cannot_do_exactly():
             LongContextConfig(**bad)
     with pytest.raises(TypeError):
         apply_unswag_surgery(tiny("llama"), long_context="yes")
+    with pytest.raises(TypeError, match="ProcessGroup"):  # not a group (a rank, a mesh...)
+        LongContextConfig(sequence_parallel=2)
 
 
 def test_host_memory_error_is_clear(monkeypatch):

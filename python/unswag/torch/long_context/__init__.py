@@ -12,6 +12,14 @@ and their fp32 gradients.  Everything else lives one chunk at a time (engine.py)
 Exact: the model's own modules on chunks, attention exactly (attention.py), fp32
 sums of the parameter gradients.  Calls without labels (inference, generation) run
 the model's original forward unchanged.
+
+Sequence parallelism (one sequence split over the ranks of a process group, each rank
+holding a contiguous slice; docs/multi_gpu.md):
+
+    cfg = LongContextConfig(sequence_parallel=group)    # e.g. dist.group.WORLD
+    apply_unswag_surgery(model, long_context=cfg)
+    loss = model(**split_sequence(ids, labels, group)).loss   # the whole sequence's loss
+    loss.backward()       # every rank: the whole sequence's parameter gradients
 """
 from __future__ import annotations
 
@@ -20,10 +28,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from . import sequence_parallel as SP
 from . import sharding
 from .engine import LongContextLM, Run, all_params, forward_step, host_bytes_per_token, host_specs
 from .host_store import HostMemoryError, HostStore
 from .model import NORMS, SUPPORTED, UnsupportedModelError, inspect_model
+from .sequence_parallel import split_sequence
 
 __all__ = [
     "SUPPORTED",
@@ -37,6 +47,7 @@ __all__ = [
     "make_forward",
     "release_host_memory",
     "reserve_host_memory",
+    "split_sequence",
 ]
 
 
@@ -49,11 +60,19 @@ class LongContextConfig:
         when the host has room for it, under half its memory ("auto").
     norm: "model" runs the model's own RMSNorm modules on each chunk; "unswag" computes
         the Llama-style ones with libunswag's RMSNorm kernel (same weight and rounding,
-        docs/rmsnorm.md); opt-in until measured faster on a GPU."""
+        docs/rmsnorm.md); opt-in until measured faster on a GPU.
+    sequence_parallel: a torch.distributed ProcessGroup of P ranks that share each
+        sequence (rank r holds tokens [r*T/P, (r+1)*T/P) of every sequence of the
+        batch: split_sequence), or None (one process holds whole sequences).  P must
+        divide the numbers of attention and KV heads.  Every rank returns the whole
+        sequence's loss, and its backward leaves the whole sequence's parameter
+        gradients (summed over the group), so DDP / FSDP2 over these ranks or over a
+        separate data-parallel group average them as usual."""
     chunk_tokens: int = 8192
     loss_chunk_tokens: int = 2048
     keep_attention: bool | str = "auto"
     norm: str = "model"
+    sequence_parallel: object = None
 
     def __post_init__(self):
         for name in ("chunk_tokens", "loss_chunk_tokens"):
@@ -65,6 +84,8 @@ class LongContextConfig:
         if self.keep_attention not in (True, False, "auto"):
             raise ValueError("LongContextConfig.keep_attention must be True, False or 'auto', "
                              f"got {self.keep_attention!r}")
+        if self.sequence_parallel is not None:
+            SP.check_group(self.sequence_parallel)
 
 
 # keyword arguments a training call may pass that change nothing here
@@ -101,6 +122,11 @@ def make_forward(model, original, cfg: LongContextConfig):
     """A replacement ``forward`` for `model` (a supported *ForCausalLM): calls with labels
     run the long-context step, all others the original forward."""
     parts = inspect_model(model, cfg.norm)
+    group = cfg.sequence_parallel
+    if group is not None and torch.distributed.get_world_size(group) == 1:
+        group = None  # one rank holds the whole sequence: the plain path
+    if group is not None:
+        SP.check_model(parts, group)
     stores = {}
 
     def layout(B: int, T: int, device):
@@ -113,8 +139,12 @@ def make_forward(model, original, cfg: LongContextConfig):
         return store, [(s, min(s + chunk, T)) for s in range(0, T, chunk)], keep
 
     def reserve(B: int, T: int, device) -> int:
+        sp = None
+        if group is not None:  # `tokens` counts the whole sequence
+            T //= torch.distributed.get_world_size(group)
+            sp = SP.describe(group, T)
         store, chunks, keep = layout(B, T, device)
-        return store.plan(host_specs(parts, B, chunks, keep, parts.embed.weight.dtype))
+        return store.plan(host_specs(parts, B, chunks, keep, parts.embed.weight.dtype, sp))
 
     def forward(*args, labels=None, **kwargs):
         shift = kwargs.pop("shift_labels", None)
@@ -132,34 +162,43 @@ def make_forward(model, original, cfg: LongContextConfig):
             ids = None
         _check_call(kwargs, ids)
         B, T = ids.shape
+        sp = None
+        if group is not None:
+            sp = SP.describe(group, T)
+            SP.check_shapes(sp, B, T, ids.device)
         if mask is not None and not bool((mask != 0).all()):
             raise NotImplementedError(
                 "unswag long-context mode: attention_mask with padding (zeros) is not "
                 "supported; every token attends all earlier tokens (pack sequences without "
                 "padding, or pass no mask)")
+        total = T if sp is None else sp.total
         for i, L in enumerate(parts.layers):
-            if L.sliding_window is not None and T > L.sliding_window:
+            if L.sliding_window is not None and total > L.sliding_window:
                 raise NotImplementedError(
                     f"unswag long-context mode: layer {i} uses a sliding window of "
-                    f"{L.sliding_window} tokens and the sequence has {T}; sliding-window "
+                    f"{L.sliding_window} tokens and the sequence has {total}; sliding-window "
                     "attention is not supported")
         if parts.attention_dropout and model.training:
             raise NotImplementedError("unswag long-context mode: attention dropout "
                                       f"{parts.attention_dropout} is not supported in training")
         if pos is None:
-            pos = torch.arange(T, device=ids.device).unsqueeze(0)
+            pos = (torch.arange(T, device=ids.device).unsqueeze(0) if sp is None
+                   else SP.positions(sp, T, ids.device))
         if shift is None:
-            shift = F.pad(labels, (0, 1), value=ignore)[..., 1:]
+            shift = (F.pad(labels, (0, 1), value=ignore)[..., 1:] if sp is None
+                     else SP.shift_labels(labels.to(ids.device), ignore, sp))
         denom = None
-        if num_items is not None:
+        if num_items is not None:  # under sequence parallelism: the whole sequence's count
             denom = float(num_items.item() if torch.is_tensor(num_items) else num_items)
+        elif sp is not None:
+            denom = SP.target_count(shift.to(ids.device), ignore, sp)
         sharded = sharding.check_layout(model, parts)
         # taken per call: FSDP2 swaps the modules' parameters (sharded / unsharded)
         params = sharding.step_params(parts, all_params) if sharded else all_params(parts)
         store, chunks, keep = layout(B, T, ids.device)
         run = Run(parts=parts, store=store, chunks=chunks, keep_attention=keep,
                   position_ids=pos, targets=shift.to(ids.device), ignore_index=ignore,
-                  denom=denom, loss_chunk=cfg.loss_chunk_tokens, params=params)
+                  denom=denom, loss_chunk=cfg.loss_chunk_tokens, params=params, sp=sp)
         need_grad = torch.is_grad_enabled() and (
             sharding.any_needs_grad(parts) if sharded else any(p.requires_grad for p in params))
         if need_grad and not any(p.requires_grad for p in params):
@@ -172,7 +211,8 @@ def make_forward(model, original, cfg: LongContextConfig):
             with torch.no_grad():
                 loss, _ = forward_step(run, ids, False)
         forward.last_run = run.stats | {"keep_attention": run.keep_attention,
-                                        "chunks": len(run.chunks)}
+                                        "chunks": len(run.chunks),
+                                        "sequence_parallel": 1 if sp is None else sp.size}
         from transformers.modeling_outputs import CausalLMOutputWithPast
         return CausalLMOutputWithPast(loss=loss, logits=None)
 

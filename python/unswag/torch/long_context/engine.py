@@ -21,6 +21,10 @@ Parameter gradients of a layer are summed over chunks in fp32 and rounded once.
 
 Every token-wise op is the model's own module called on a chunk, so the numbers are
 the model's; only attention is run here (attention.py), exactly.
+
+With the sequence split over a process group (Run.sp), each rank runs the above on
+its own tokens, a layer's attention through ulysses.py, and the loss and parameter
+gradients are summed over the group (sequence_parallel.py).
 """
 from __future__ import annotations
 
@@ -32,7 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..lm_loss import chunk_loss_and_grad
-from . import attention, sharding
+from . import attention, sharding, ulysses
+from . import sequence_parallel as SP
 from .host_store import HostStore
 from .model import LayerParts, ModelParts
 
@@ -51,6 +56,7 @@ class Run:
     loss_chunk: int
     params: List[torch.nn.Parameter]
     stats: Dict[str, float] = field(default_factory=dict)
+    sp: Optional[SP.SeqPar] = None  # the sequence split over a group (None: one process)
 
 
 # ---------------------------------------------------------------- the layer's pieces
@@ -131,7 +137,7 @@ def _accumulate(acc: Dict[int, Tensor], ps, gs) -> None:
 
 # ---------------------------------------------------------------- host layout
 
-def host_specs(parts: ModelParts, B: int, chunks, keep_attention: bool, dtype):
+def host_specs(parts: ModelParts, B: int, chunks, keep_attention: bool, dtype, sp=None):
     H = parts.embed.weight.shape[1]
     hq, d = parts.num_heads, parts.head_dim
     for layer in range(len(parts.layers)):
@@ -140,7 +146,9 @@ def host_specs(parts: ModelParts, B: int, chunks, keep_attention: bool, dtype):
             yield ("x", layer, ci), (B, c, H), dtype
             if keep_attention:
                 yield ("o", layer, ci), (B, c, hq, d), dtype
-                yield ("lse", layer, ci), (B, hq, c), torch.float32
+                # split sequence: this rank's heads for every rank's chunk ci (ulysses.py)
+                lse = (B, hq, c) if sp is None else (B, hq // sp.size, sp.size * c)
+                yield ("lse", layer, ci), lse, torch.float32
 
 
 def host_bytes_per_token(parts: ModelParts, keep_attention: bool, dtype) -> int:
@@ -230,12 +238,15 @@ def forward_step(run: Run, ids: Tensor, need_grad: bool):
     cos, sin = P.rotary(resid, run.position_ids)
     if need_grad:
         run.stats["host_bytes"] = run.store.plan(
-            host_specs(P, ids.shape[0], run.chunks, run.keep_attention, resid.dtype))
+            host_specs(P, ids.shape[0], run.chunks, run.keep_attention, resid.dtype, run.sp))
+    layer_forward = _layer_forward if run.sp is None else ulysses.layer_forward
     for li in range(len(P.layers)):
         with sharding.gathered(P.layers[li].module):  # FSDP2 units only
-            _layer_forward(run, li, resid, cos, sin, need_grad)
+            layer_forward(run, li, resid, cos, sin, need_grad)
     acc: Dict[int, Tensor] = {}
     loss = _loss(run, resid, need_grad, acc)
+    if run.sp is not None:  # this rank's tokens' share of the mean -> the whole loss
+        loss = SP.sum_loss(loss, run.sp)
     return loss, (resid, acc, cos, sin) if need_grad else None
 
 
@@ -329,10 +340,11 @@ class LongContextLM(torch.autograd.Function):
         dY.mul_(gout.to(dY.dtype))
         for key in list(acc):  # the head's and final norm's parts were made for gout = 1
             acc[key] *= gout
+        layer_backward = _layer_backward if run.sp is None else ulysses.layer_backward
         for li in reversed(range(len(P.layers))):
             L = P.layers[li]
             with sharding.gathered(L.module):
-                _layer_backward(run, li, dY, cos, sin, acc)
+                layer_backward(run, li, dY, cos, sin, acc)
                 if sharding.is_sharded(L.module):  # FSDP2 reduce-scatters these later
                     sharding.hand_over(acc, _trainable(attention_params(L) + mlp_params(L)))
         We = P.embed.weight
@@ -349,6 +361,9 @@ class LongContextLM(torch.autograd.Function):
                 ge += acc[id(We)]
             acc[id(We)] = ge
         del dY
+        if run.sp is not None:  # the layers' gradients were summed per layer
+            SP.sum_grads(acc, [p for m in (P.embed, P.final_norm, P.lm_head)
+                               for p in m.parameters()], run.sp)
         grads = [acc[id(p)].to(sharding.grad_dtype(p)) if (p.requires_grad and id(p) in acc)
                  else None
                  for p in run.params]
