@@ -1,7 +1,8 @@
 /*
  * common.cuh - helpers shared by the CUDA kernel files (kernels.cu, gated.cu,
  * rmsnorm.cu): element access, 16-byte vector lanes, launch geometry, and
- * the checks every entry point makes before it launches anything.
+ * the checks every entry point makes before it launches anything (so an
+ * entry point states only its own pointers, Call and dispatch).
  *
  * Everything lives in namespace unswag_cuda; host functions are inline so
  * each .cu file may include this header (one definition at link time).
@@ -12,6 +13,7 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
+#include <initializer_list>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -164,6 +166,39 @@ inline unswag_status launch_status(const char *fn) {
   if (e != cudaSuccess)
     return unswag_fail(UNSWAG_ERR_CUDA_LAUNCH, "%s: kernel launch failed (%s: %s)", fn,
                        cudaGetErrorName(e), cudaGetErrorString(e));
+  return UNSWAG_OK;
+}
+
+// ---- what every entry point does around its launch ------------------------------------
+
+// A pointer an entry point passes to its kernels, under its parameter name (for messages).
+struct ArgPtr {
+  const char *name;
+  const void *p;
+};
+
+inline bool any_null(std::initializer_list<ArgPtr> ptrs) {
+  for (const ArgPtr &a : ptrs)
+    if (!a.p) return true;
+  return false;
+}
+
+// All pointers OR-ed together: aligned to A iff every one is.
+inline uintptr_t or_of(std::initializer_list<ArgPtr> ptrs) {
+  uintptr_t v = 0;
+  for (const ArgPtr &a : ptrs) v |= (uintptr_t)a.p;
+  return v;
+}
+
+// After the argument checks, before any launch: the current device (looked up
+// even for n == 0, so that a call without a device says so), then, for n > 0,
+// each pointer in the order given.  The caller returns on an error or n == 0.
+inline unswag_status device_checks(const char *fn, size_t n, std::initializer_list<ArgPtr> ptrs,
+                                   int *dev) {
+  unswag_status s = current_device(fn, dev);
+  if (s != UNSWAG_OK || n == 0) return s;
+  for (const ArgPtr &a : ptrs)
+    if ((s = check_pointer(fn, a.name, a.p, *dev)) != UNSWAG_OK) return s;
   return UNSWAG_OK;
 }
 

@@ -125,6 +125,24 @@ __device__ __forceinline__ size_t lane_group(size_t base, int k) {
   return base + (size_t)(wi + k * NW) * 32 + j;
 }
 
+// The row's sum of group_sum(v), the pair8 sum of group v's 8 terms, over the
+// groups v < groups in the fixed order: lane accumulators, then block_sum.
+template <int NW, typename Acc, class GroupSum>
+__device__ __forceinline__ Acc row_sum(size_t groups, Acc *sets, GroupSum group_sum) {
+  constexpr int SP = 8 / NW;  // lane sets of this thread
+  Acc acc[SP];
+#pragma unroll
+  for (int k = 0; k < SP; ++k) acc[k] = 0;
+  for (size_t base = 0; base < groups; base += US_RMS_LANES) {
+#pragma unroll
+    for (int k = 0; k < SP; ++k) {
+      const size_t v = lane_group<NW>(base, k);
+      if (v < groups) acc[k] = acc[k] + group_sum(v);
+    }
+  }
+  return block_sum<Acc, NW>(acc, sets);
+}
+
 template <int DT>
 __device__ __forceinline__ typename AccOf<DT>::T square_term(uint32_t x) {
   const float xf = us_rms_to_f32(DT, x);
@@ -148,30 +166,20 @@ __global__ void __launch_bounds__(NW * 32)
     rms_forward_kernel(const uint8_t *x, const uint8_t *w, uint8_t *y, float *rstd, size_t rows,
                        size_t cols, float eps, bool bytewise) {
   using Acc = typename AccOf<DT>::T;
-  constexpr int ES = elem_size(DT), SP = 8 / NW, T = NW * 32;
+  constexpr int ES = elem_size(DT), T = NW * 32;
   __shared__ Acc sets[8];
   const size_t groups = (cols + 7) / 8, rb = cols * ES;
   for (size_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const uint8_t *xr = x + r * rb;
     uint8_t *yr = y + r * rb;
-    Acc acc[SP];
+    const Acc sum = row_sum<NW>(groups, sets, [&](size_t v) {
+      uint32_t e[8];
+      load_group<ES, VEC>(xr, v, cols, e, bytewise);
+      Acc t[8];
 #pragma unroll
-    for (int k = 0; k < SP; ++k) acc[k] = 0;
-    for (size_t base = 0; base < groups; base += US_RMS_LANES) {
-#pragma unroll
-      for (int k = 0; k < SP; ++k) {
-        const size_t v = lane_group<NW>(base, k);
-        if (v < groups) {
-          uint32_t e[8];
-          load_group<ES, VEC>(xr, v, cols, e, bytewise);
-          Acc t[8];
-#pragma unroll
-          for (int q = 0; q < 8; ++q) t[q] = square_term<DT>(e[q]);
-          acc[k] = acc[k] + pair8(t);
-        }
-      }
-    }
-    const Acc sum = block_sum<Acc, NW>(acc, sets);
+      for (int q = 0; q < 8; ++q) t[q] = square_term<DT>(e[q]);
+      return pair8(t);
+    });
     float rs;
     if constexpr (DT == UNSWAG_F32) rs = us_rms_rstd_d(sum, cols, eps);
     else rs = us_rms_rstd_f(sum, cols, eps);
@@ -194,7 +202,7 @@ __global__ void __launch_bounds__(NW * 32)
                         uint8_t *dx, float *ws, size_t rows, size_t cols, size_t per,
                         bool bytewise) {
   using Acc = typename AccOf<DT>::T;
-  constexpr int ES = elem_size(DT), SP = 8 / NW, T = NW * 32;
+  constexpr int ES = elem_size(DT), T = NW * 32;
   __shared__ Acc sets[8];
   const size_t groups = (cols + 7) / 8, rb = cols * ES;
   const size_t r0 = (size_t)blockIdx.x * per, r1 = rows - r0 < per ? rows : r0 + per;
@@ -203,26 +211,16 @@ __global__ void __launch_bounds__(NW * 32)
     const uint8_t *dyr = dy + r * rb, *xr = x + r * rb;
     uint8_t *dxr = dx + r * rb;
     const float rs = rstd[r];
-    Acc acc[SP];
+    const Acc sum = row_sum<NW>(groups, sets, [&](size_t v) {
+      uint32_t ed[8], ex[8], ew[8];
+      load_group<ES, VEC>(dyr, v, cols, ed, bytewise);
+      load_group<ES, VEC>(xr, v, cols, ex, bytewise);
+      load_group<ES, VEC>(w, v, cols, ew, bytewise);
+      Acc t[8];
 #pragma unroll
-    for (int k = 0; k < SP; ++k) acc[k] = 0;
-    for (size_t base = 0; base < groups; base += US_RMS_LANES) {
-#pragma unroll
-      for (int k = 0; k < SP; ++k) {
-        const size_t v = lane_group<NW>(base, k);
-        if (v < groups) {
-          uint32_t ed[8], ex[8], ew[8];
-          load_group<ES, VEC>(dyr, v, cols, ed, bytewise);
-          load_group<ES, VEC>(xr, v, cols, ex, bytewise);
-          load_group<ES, VEC>(w, v, cols, ew, bytewise);
-          Acc t[8];
-#pragma unroll
-          for (int q = 0; q < 8; ++q) t[q] = dot_term<DT>(ed[q], ex[q], ew[q], rs);
-          acc[k] = acc[k] + pair8(t);
-        }
-      }
-    }
-    const Acc sum = block_sum<Acc, NW>(acc, sets);
+      for (int q = 0; q < 8; ++q) t[q] = dot_term<DT>(ed[q], ex[q], ew[q], rs);
+      return pair8(t);
+    });
     float mean;
     if constexpr (DT == UNSWAG_F32) mean = us_rms_mean_d(sum, cols);
     else mean = us_rms_mean_f(sum, cols);
@@ -267,8 +265,8 @@ struct Call {
   size_t rows, cols;
   float eps;
   int dev;
-  bool vec, bytewise;
   cudaStream_t stream;
+  bool vec, bytewise;  // set by access_mode
 };
 
 // Warps a block: enough for one 8-element group a thread per 256-lane trip.
@@ -350,27 +348,15 @@ unswag_status unswag_rmsnorm_forward_cuda(unswag_dtype dtype, const void *x, con
   static const char fn[] = "unswag_rmsnorm_forward_cuda";
   unswag_status s =
       unswag_rmsnorm_forward_check(fn, dtype, x, w, y, rstd, rows, cols, eps, weight_offset);
-  if (s != UNSWAG_OK || rows == 0) return s;
-  const size_t es = unswag_dtype_size(dtype);
   int dev = 0;
-  if ((s = current_device(fn, &dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "x", x, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "w", w, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "y", y, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "rstd", rstd, dev)) != UNSWAG_OK) return s;
-
-  Call c;
-  memset(&c, 0, sizeof c);
-  c.x = x;
-  c.w = w;
-  c.y = y;
-  c.rstd_out = rstd;
-  c.rows = rows;
-  c.cols = cols;
-  c.eps = eps;
-  c.dev = dev;
-  c.stream = (cudaStream_t)stream;
-  access_mode(c, (uintptr_t)x | (uintptr_t)w | (uintptr_t)y, es);
+  if (s != UNSWAG_OK || rows == 0 ||
+      (s = device_checks(fn, rows, {{"x", x}, {"w", w}, {"y", y}, {"rstd", rstd}}, &dev)) !=
+          UNSWAG_OK)
+    return s;
+  // Call's fields: dy, x, w, rstd_in, y, dx, rstd_out, dw, ws, rows, cols, eps, dev, stream
+  Call c = {nullptr, x, w,    nullptr, y,   nullptr, rstd,
+            nullptr, nullptr, rows,    cols, eps,    dev, (cudaStream_t)stream};
+  access_mode(c, (uintptr_t)x | (uintptr_t)w | (uintptr_t)y, unswag_dtype_size(dtype));
   dispatch<true>(c, dtype);
   return launch_status(fn);
 }
@@ -381,51 +367,20 @@ unswag_status unswag_rmsnorm_backward_cuda(unswag_dtype dtype, const void *dy, c
                                            size_t workspace_bytes, size_t rows, size_t cols,
                                            float weight_offset, void *stream) {
   static const char fn[] = "unswag_rmsnorm_backward_cuda";
-  unswag_status s = unswag_rmsnorm_validate(fn, dtype, rows, cols, 0, 0.0f, weight_offset,
-                                            !dy || !x || !w || !rstd || !dx || !dw_accum);
-  if (s != UNSWAG_OK || rows == 0) return s;
-  size_t need = 0;
-  if ((s = unswag_rmsnorm_workspace_bytes(rows, cols, &need)) != UNSWAG_OK) return s;
-  if (!workspace)
-    return unswag_fail(UNSWAG_ERR_NULL_POINTER, "%s: workspace is NULL (%zu bytes needed)", fn,
-                       need);
-  if (workspace_bytes < need)
-    return unswag_fail(UNSWAG_ERR_BAD_PARAM,
-                       "%s: workspace of %zu bytes, %zu needed (unswag_rmsnorm_workspace_bytes)",
-                       fn, workspace_bytes, need);
-  const size_t es = unswag_dtype_size(dtype), bytes = rows * cols * es;
-  const unswag_span spans[] = {{"dy", dy, bytes, 0, 4},        {"x", x, bytes, 0, -1},
-                               {"w", w, cols * es, 0, -1},     {"rstd", rstd, rows * 4, 0, -1},
-                               {"dx", dx, bytes, 1, 0},        {"dw_accum", dw_accum, cols * 4, 1, -1},
-                               {"workspace", workspace, need, 1, -1}};
-  if ((s = unswag_rmsnorm_check_overlap(fn, spans, 7)) != UNSWAG_OK) return s;
-  if ((s = unswag_check_f32_aligned(fn, "rstd", rstd)) != UNSWAG_OK) return s;
-  if ((s = unswag_check_f32_aligned(fn, "dw_accum", dw_accum)) != UNSWAG_OK) return s;
-  if ((s = unswag_check_f32_aligned(fn, "workspace", workspace)) != UNSWAG_OK) return s;
+  const unswag_workspace ws = {workspace, workspace_bytes};
+  unswag_status s = unswag_rmsnorm_backward_check(fn, dtype, dy, x, w, rstd, dx, dw_accum, rows,
+                                                  cols, weight_offset, &ws);
   int dev = 0;
-  if ((s = current_device(fn, &dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "dy", dy, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "x", x, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "w", w, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "rstd", rstd, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "dx", dx, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "dw_accum", dw_accum, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "workspace", workspace, dev)) != UNSWAG_OK) return s;
-
-  Call c;
-  memset(&c, 0, sizeof c);
-  c.dy = dy;
-  c.x = x;
-  c.w = w;
-  c.rstd_in = rstd;
-  c.dx = dx;
-  c.dw = dw_accum;
-  c.ws = (float *)workspace;
-  c.rows = rows;
-  c.cols = cols;
-  c.dev = dev;
-  c.stream = (cudaStream_t)stream;
-  access_mode(c, (uintptr_t)dy | (uintptr_t)x | (uintptr_t)w | (uintptr_t)dx, es);
+  if (s != UNSWAG_OK || rows == 0 ||
+      (s = device_checks(fn, rows,
+                         {{"dy", dy}, {"x", x}, {"w", w}, {"rstd", rstd}, {"dx", dx},
+                          {"dw_accum", dw_accum}, {"workspace", workspace}},
+                         &dev)) != UNSWAG_OK)
+    return s;
+  Call c = {dy,   x,    w,    rstd, nullptr, dx, nullptr, dw_accum, (float *)workspace,
+            rows, cols, 0.0f, dev,  (cudaStream_t)stream};
+  access_mode(c, (uintptr_t)dy | (uintptr_t)x | (uintptr_t)w | (uintptr_t)dx,
+              unswag_dtype_size(dtype));
   dispatch<false>(c, dtype);
   return launch_status(fn);
 }
