@@ -97,8 +97,7 @@ inline int grid_limit(std::atomic<int> *cache, int dev, const void *kernel, int 
     (void)cudaGetLastError();
     sms = 1;
   }
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0) !=
-          cudaSuccess ||
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0) != cudaSuccess ||
       per_sm <= 0) {
     (void)cudaGetLastError();
     per_sm = 1;
@@ -135,18 +134,17 @@ inline unswag_status check_pointer(const char *fn, const char *what, const void 
   const cudaError_t e = cudaPointerGetAttributes(&attr, p);
   if (e != cudaSuccess) {
     (void)cudaGetLastError();
-    return unswag_fail(UNSWAG_ERR_BAD_POINTER, "%s: %s = %p is not a CUDA pointer (%s)", fn,
-                       what, p, cudaGetErrorString(e));
+    return unswag_fail(UNSWAG_ERR_BAD_POINTER, "%s: %s = %p is not a CUDA pointer (%s)", fn, what,
+                       p, cudaGetErrorString(e));
   }
   switch (attr.type) {
     case cudaMemoryTypeDevice:
       if (attr.device != dev)
         return unswag_fail(UNSWAG_ERR_BAD_POINTER,
-                           "%s: %s = %p is memory of device %d, the current device is %d", fn,
-                           what, p, attr.device, dev);
+                           "%s: %s = %p is memory of device %d, the current device is %d", fn, what,
+                           p, attr.device, dev);
       return UNSWAG_OK;
-    case cudaMemoryTypeManaged:
-      return UNSWAG_OK;
+    case cudaMemoryTypeManaged: return UNSWAG_OK;
     case cudaMemoryTypeHost:
       if (attr.devicePointer == p) return UNSWAG_OK;
       return unswag_fail(UNSWAG_ERR_BAD_POINTER,
@@ -155,8 +153,8 @@ inline unswag_status check_pointer(const char *fn, const char *what, const void 
                          fn, what, p);
     default:
       return unswag_fail(UNSWAG_ERR_BAD_POINTER,
-                         "%s: %s = %p is host memory (not allocated or registered with CUDA)",
-                         fn, what, p);
+                         "%s: %s = %p is host memory (not allocated or registered with CUDA)", fn,
+                         what, p);
   }
 }
 

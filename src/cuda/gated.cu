@@ -235,9 +235,9 @@ unswag_status unswag_gated_forward_cuda(unswag_activation act, unswag_dtype dtyp
   return run<true>("unswag_gated_forward_cuda", act, dtype, c, {{"g", g}, {"u", u}, {"h", h}});
 }
 
-unswag_status unswag_gated_backward_cuda(unswag_activation act, unswag_dtype dtype,
-                                         const void *dh, const void *g, const void *u, void *dg,
-                                         void *du, size_t n, void *stream) {
+unswag_status unswag_gated_backward_cuda(unswag_activation act, unswag_dtype dtype, const void *dh,
+                                         const void *g, const void *u, void *dg, void *du, size_t n,
+                                         void *stream) {
   const Call c = {dh, g, u, nullptr, dg, du, n, 0, 0, (cudaStream_t)stream};
   return run<false>("unswag_gated_backward_cuda", act, dtype, c,
                     {{"dh", dh}, {"g", g}, {"u", u}, {"dg", dg}, {"du", du}});

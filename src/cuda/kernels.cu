@@ -116,15 +116,15 @@ __host__ __device__ constexpr int unroll_of(int shape) {
 
 template <int BITS>
 struct FwdArgs {
-  float slope, lo, hi;         // exact family (relu6: lo = 0, hi = 6)
-  uint32_t lo_out, hi_out;     // lo, hi in the output dtype (clamp targets)
-  float b[(1 << BITS) - 1];    // smooth: boundaries
+  float slope, lo, hi;       // exact family (relu6: lo = 0, hi = 6)
+  uint32_t lo_out, hi_out;   // lo, hi in the output dtype (clamp targets)
+  float b[(1 << BITS) - 1];  // smooth: boundaries
 };
 
 template <int BITS>
 struct BwdArgs {
-  float slope;                 // leaky_relu
-  float l[1 << BITS];          // smooth: levels
+  float slope;         // leaky_relu
+  float l[1 << BITS];  // smooth: levels
 };
 
 // ---- element values: bits in a uint32_t (16-bit dtypes zero-extended) ----------
@@ -312,7 +312,8 @@ struct BwdMath {
 
 // Group g (elements 8g .. 8g+7) into e[0..8).
 template <int ES, bool VEC>
-__device__ __forceinline__ void load_group(const uint8_t *p, size_t g, uint32_t e[8], bool bytewise) {
+__device__ __forceinline__ void load_group(const uint8_t *p, size_t g, uint32_t e[8],
+                                           bool bytewise) {
   if constexpr (VEC && ES == 2) {
     const uint4 v = load16(p, g);
     const uint32_t w[4] = {v.x, v.y, v.z, v.w};
@@ -333,7 +334,8 @@ __device__ __forceinline__ void load_group(const uint8_t *p, size_t g, uint32_t 
 }
 
 template <int ES, bool VEC>
-__device__ __forceinline__ void store_group(uint8_t *p, size_t g, const uint32_t e[8], bool bytewise) {
+__device__ __forceinline__ void store_group(uint8_t *p, size_t g, const uint32_t e[8],
+                                            bool bytewise) {
   if constexpr (VEC && ES == 2) {
     uint4 v;
     v.x = e[0] | (e[1] << 16);
@@ -458,8 +460,8 @@ __global__ void __launch_bounds__(threads_of(fwd_shape(ACT, DT)))
 
 template <int KIND, int DT, int BITS, bool VEC>
 __global__ void __launch_bounds__(threads_of(kStream))
-    backward_kernel(const uint8_t *dy, const uint8_t *codes, uint8_t *dx, size_t n,
-                    BwdArgs<BITS> a, int flags) {
+    backward_kernel(const uint8_t *dy, const uint8_t *codes, uint8_t *dx, size_t n, BwdArgs<BITS> a,
+                    int flags) {
   constexpr int ES = elem_size(DT);
   constexpr uint32_t mask = (1u << BITS) - 1u;
   const bool wide = flags & kWideCodes;
@@ -516,9 +518,9 @@ __global__ void __launch_bounds__(threads_of(kStream))
 
 // What a launcher needs besides the codebook.
 struct Call {
-  const void *in;     // x or dy
+  const void *in;  // x or dy
   const uint8_t *codes_in;
-  void *out;          // y or dx
+  void *out;  // y or dx
   uint8_t *codes_out;
   size_t n;
   int dev;
@@ -577,8 +579,8 @@ void launch_backward(const Call &c) {
   memset(&a, 0, sizeof a);
   a.slope = c.op->slope;
   if constexpr (KIND == kScale) memcpy(a.l, c.cb->levels, sizeof a.l);
-  launch<kStream>(cache, c, backward_kernel<KIND, DT, BITS, VEC>, (const uint8_t *)c.in,
-                  c.codes_in, (uint8_t *)c.out, c.n, a, c.flags);
+  launch<kStream>(cache, c, backward_kernel<KIND, DT, BITS, VEC>, (const uint8_t *)c.in, c.codes_in,
+                  (uint8_t *)c.out, c.n, a, c.flags);
 }
 
 // ---- dispatch: (direction, activation or kind, dtype, bits, vec) -> one kernel ---------
@@ -650,8 +652,8 @@ unswag_status validate(const char *fn, const unswag_op *op, unswag_dtype dtype, 
   s = unswag_code_bytes(n, op->bits, &nbytes);
   if (s != UNSWAG_OK) return s;
   if (n > 0 && any_null)
-    return unswag_fail(UNSWAG_ERR_NULL_POINTER, "%s: NULL data or code pointer with n = %zu",
-                       fn, n);
+    return unswag_fail(UNSWAG_ERR_NULL_POINTER, "%s: NULL data or code pointer with n = %zu", fn,
+                       n);
   return UNSWAG_OK;
 }
 
@@ -676,8 +678,9 @@ unswag_status run(const char *fn, void (*dispatch)(const Call &), const unswag_o
   const uintptr_t codes = (uintptr_t)codes_in | (uintptr_t)codes_out;  // one is null
   const int flags = flags_for(data, codes, op->bits, unswag_dtype_size(dtype));
   // Call's fields in order: in, codes_in, out, codes_out, n, dev, vec, flags, stream, op, cb, dtype
-  const Call c = {in, codes_in, out, codes_out, n, dev, data % 16 == 0, flags, (cudaStream_t)stream,
-                  op, &cb, dtype};
+  const Call c = {
+      in, codes_in, out,  codes_out, n, dev, data % 16 == 0, flags, (cudaStream_t)stream,
+      op, &cb,      dtype};
   dispatch(c);
   return launch_status(fn);
 }
@@ -690,8 +693,8 @@ extern "C" {
 
 int unswag_cuda_built(void) { return 1; }
 
-unswag_status unswag_forward_cuda(const unswag_op *op, unswag_dtype dtype, const void *x,
-                                  void *y, uint8_t *codes, size_t n, void *stream) {
+unswag_status unswag_forward_cuda(const unswag_op *op, unswag_dtype dtype, const void *x, void *y,
+                                  uint8_t *codes, size_t n, void *stream) {
   return run("unswag_forward_cuda", forward_dispatch, op, dtype, x, nullptr, y, codes, n, stream,
              {{"x", x}, {"y", y}, {"codes", codes}});
 }

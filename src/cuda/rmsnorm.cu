@@ -70,8 +70,8 @@ __device__ __forceinline__ void load_group(const uint8_t *row, size_t v, size_t 
 }
 
 template <int ES, bool VEC>
-__device__ __forceinline__ void store_group(uint8_t *row, size_t v, size_t cols, const uint32_t e[8],
-                                            bool bytewise) {
+__device__ __forceinline__ void store_group(uint8_t *row, size_t v, size_t cols,
+                                            const uint32_t e[8], bool bytewise) {
   const size_t i0 = v * 8;
   if constexpr (VEC && ES == 2) {
     uint4 q = make_uint4(0, 0, 0, 0);
@@ -290,12 +290,12 @@ template <int DT, int NW, bool VEC>
 void launch_backward(const Call &c) {
   const size_t per = us_rms_chunk_rows(c.rows), chunks = us_rms_chunks(c.rows);
   rms_backward_kernel<DT, NW, VEC><<<(unsigned)chunks, NW * 32, 0, c.stream>>>(
-      (const uint8_t *)c.dy, (const uint8_t *)c.x, (const uint8_t *)c.w, c.rstd_in,
-      (uint8_t *)c.dx, c.ws, c.rows, c.cols, per, c.bytewise);
+      (const uint8_t *)c.dy, (const uint8_t *)c.x, (const uint8_t *)c.w, c.rstd_in, (uint8_t *)c.dx,
+      c.ws, c.rows, c.cols, per, c.bytewise);
   static std::atomic<int> cache[kMaxDevices];
-  const unsigned blocks = grid_size(
-      c.cols, kFinalizeThreads,
-      grid_limit(cache, c.dev, (const void *)rms_dw_finalize_kernel, kFinalizeThreads));
+  const unsigned blocks =
+      grid_size(c.cols, kFinalizeThreads,
+                grid_limit(cache, c.dev, (const void *)rms_dw_finalize_kernel, kFinalizeThreads));
   rms_dw_finalize_kernel<<<blocks, kFinalizeThreads, 0, c.stream>>>(c.ws, c.dw, chunks, c.cols);
 }
 
@@ -342,9 +342,9 @@ void access_mode(Call &c, uintptr_t data_or, size_t es) {
 
 extern "C" {
 
-unswag_status unswag_rmsnorm_forward_cuda(unswag_dtype dtype, const void *x, const void *w,
-                                          void *y, float *rstd, size_t rows, size_t cols,
-                                          float eps, float weight_offset, void *stream) {
+unswag_status unswag_rmsnorm_forward_cuda(unswag_dtype dtype, const void *x, const void *w, void *y,
+                                          float *rstd, size_t rows, size_t cols, float eps,
+                                          float weight_offset, void *stream) {
   static const char fn[] = "unswag_rmsnorm_forward_cuda";
   unswag_status s =
       unswag_rmsnorm_forward_check(fn, dtype, x, w, y, rstd, rows, cols, eps, weight_offset);
@@ -354,8 +354,8 @@ unswag_status unswag_rmsnorm_forward_cuda(unswag_dtype dtype, const void *x, con
           UNSWAG_OK)
     return s;
   // Call's fields: dy, x, w, rstd_in, y, dx, rstd_out, dw, ws, rows, cols, eps, dev, stream
-  Call c = {nullptr, x, w,    nullptr, y,   nullptr, rstd,
-            nullptr, nullptr, rows,    cols, eps,    dev, (cudaStream_t)stream};
+  Call c = {nullptr, x,       w,    nullptr, y,   nullptr, rstd,
+            nullptr, nullptr, rows, cols,    eps, dev,     (cudaStream_t)stream};
   access_mode(c, (uintptr_t)x | (uintptr_t)w | (uintptr_t)y, unswag_dtype_size(dtype));
   dispatch<true>(c, dtype);
   return launch_status(fn);
@@ -363,9 +363,9 @@ unswag_status unswag_rmsnorm_forward_cuda(unswag_dtype dtype, const void *x, con
 
 unswag_status unswag_rmsnorm_backward_cuda(unswag_dtype dtype, const void *dy, const void *x,
                                            const void *w, const float *rstd, void *dx,
-                                           float *dw_accum, void *workspace,
-                                           size_t workspace_bytes, size_t rows, size_t cols,
-                                           float weight_offset, void *stream) {
+                                           float *dw_accum, void *workspace, size_t workspace_bytes,
+                                           size_t rows, size_t cols, float weight_offset,
+                                           void *stream) {
   static const char fn[] = "unswag_rmsnorm_backward_cuda";
   const unswag_workspace ws = {workspace, workspace_bytes};
   unswag_status s = unswag_rmsnorm_backward_check(fn, dtype, dy, x, w, rstd, dx, dw_accum, rows,
@@ -373,12 +373,29 @@ unswag_status unswag_rmsnorm_backward_cuda(unswag_dtype dtype, const void *dy, c
   int dev = 0;
   if (s != UNSWAG_OK || rows == 0 ||
       (s = device_checks(fn, rows,
-                         {{"dy", dy}, {"x", x}, {"w", w}, {"rstd", rstd}, {"dx", dx},
-                          {"dw_accum", dw_accum}, {"workspace", workspace}},
+                         {{"dy", dy},
+                          {"x", x},
+                          {"w", w},
+                          {"rstd", rstd},
+                          {"dx", dx},
+                          {"dw_accum", dw_accum},
+                          {"workspace", workspace}},
                          &dev)) != UNSWAG_OK)
     return s;
-  Call c = {dy,   x,    w,    rstd, nullptr, dx, nullptr, dw_accum, (float *)workspace,
-            rows, cols, 0.0f, dev,  (cudaStream_t)stream};
+  Call c = {dy,
+            x,
+            w,
+            rstd,
+            nullptr,
+            dx,
+            nullptr,
+            dw_accum,
+            (float *)workspace,
+            rows,
+            cols,
+            0.0f,
+            dev,
+            (cudaStream_t)stream};
   access_mode(c, (uintptr_t)dy | (uintptr_t)x | (uintptr_t)w | (uintptr_t)dx,
               unswag_dtype_size(dtype));
   dispatch<false>(c, dtype);
