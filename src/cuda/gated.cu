@@ -215,8 +215,8 @@ template <bool FWD>
 unswag_status run(const char *fn, unswag_activation act, unswag_dtype dtype, Call c,
                   std::initializer_list<ArgPtr> ptrs) {
   unswag_status s = unswag_gated_validate(fn, act, dtype, c.n, any_null(ptrs));
-  if (s != UNSWAG_OK || (s = device_checks(fn, c.n, ptrs, &c.dev)) != UNSWAG_OK || c.n == 0)
-    return s;
+  if (s != UNSWAG_OK) return s;
+  if ((s = device_checks(fn, c.n, ptrs, &c.dev)) != UNSWAG_OK || c.n == 0) return s;
   c.mode = mode_for(or_of(ptrs), unswag_dtype_size(dtype));
   dispatch<FWD>(c, act, dtype);
   return launch_status(fn);
@@ -230,7 +230,7 @@ extern "C" {
 
 unswag_status unswag_gated_forward_cuda(unswag_activation act, unswag_dtype dtype, const void *g,
                                         const void *u, void *h, size_t n, void *stream) {
-  // Call's fields: dh, g, u, h, dg, du, n, dev, mode, stream
+  // fields dh, g, u, h, dg, du, n, dev, mode, stream (dev and mode: set by run)
   const Call c = {nullptr, g, u, h, nullptr, nullptr, n, 0, 0, (cudaStream_t)stream};
   return run<true>("unswag_gated_forward_cuda", act, dtype, c, {{"g", g}, {"u", u}, {"h", h}});
 }

@@ -668,19 +668,19 @@ int flags_for(uintptr_t data_ptrs_or, uintptr_t codes, int bits, size_t es) {
 // (backward: codes_in set); ptrs: the caller's pointers, in its order.
 unswag_status run(const char *fn, void (*dispatch)(const Call &), const unswag_op *op,
                   unswag_dtype dtype, const void *in, const uint8_t *codes_in, void *out,
-                  uint8_t *codes_out, size_t n, void *stream, std::initializer_list<ArgPtr> ptrs) {
+                  uint8_t *codes_out, size_t n, cudaStream_t stream,
+                  std::initializer_list<ArgPtr> ptrs) {
   unswag_codebook cb;
   memset(&cb, 0, sizeof cb);
   unswag_status s = validate(fn, op, dtype, n, any_null(ptrs), &cb);
+  if (s != UNSWAG_OK) return s;
   int dev = 0;
-  if (s != UNSWAG_OK || (s = device_checks(fn, n, ptrs, &dev)) != UNSWAG_OK || n == 0) return s;
+  if ((s = device_checks(fn, n, ptrs, &dev)) != UNSWAG_OK || n == 0) return s;
   const uintptr_t data = (uintptr_t)in | (uintptr_t)out;
   const uintptr_t codes = (uintptr_t)codes_in | (uintptr_t)codes_out;  // one is null
   const int flags = flags_for(data, codes, op->bits, unswag_dtype_size(dtype));
-  // Call's fields in order: in, codes_in, out, codes_out, n, dev, vec, flags, stream, op, cb, dtype
-  const Call c = {
-      in, codes_in, out,  codes_out, n, dev, data % 16 == 0, flags, (cudaStream_t)stream,
-      op, &cb,      dtype};
+  const bool vec = data % 16 == 0;
+  const Call c = {in, codes_in, out, codes_out, n, dev, vec, flags, stream, op, &cb, dtype};
   dispatch(c);
   return launch_status(fn);
 }
@@ -695,14 +695,14 @@ int unswag_cuda_built(void) { return 1; }
 
 unswag_status unswag_forward_cuda(const unswag_op *op, unswag_dtype dtype, const void *x, void *y,
                                   uint8_t *codes, size_t n, void *stream) {
-  return run("unswag_forward_cuda", forward_dispatch, op, dtype, x, nullptr, y, codes, n, stream,
-             {{"x", x}, {"y", y}, {"codes", codes}});
+  return run("unswag_forward_cuda", forward_dispatch, op, dtype, x, nullptr, y, codes, n,
+             (cudaStream_t)stream, {{"x", x}, {"y", y}, {"codes", codes}});
 }
 
 unswag_status unswag_backward_cuda(const unswag_op *op, unswag_dtype dtype, const void *dy,
                                    const uint8_t *codes, void *dx, size_t n, void *stream) {
   return run("unswag_backward_cuda", backward_dispatch, op, dtype, dy, codes, dx, nullptr, n,
-             stream, {{"dy", dy}, {"codes", codes}, {"dx", dx}});
+             (cudaStream_t)stream, {{"dy", dy}, {"codes", codes}, {"dx", dx}});
 }
 
 }  // extern "C"

@@ -348,14 +348,16 @@ unswag_status unswag_rmsnorm_forward_cuda(unswag_dtype dtype, const void *x, con
   static const char fn[] = "unswag_rmsnorm_forward_cuda";
   unswag_status s =
       unswag_rmsnorm_forward_check(fn, dtype, x, w, y, rstd, rows, cols, eps, weight_offset);
+  if (s != UNSWAG_OK || rows == 0) return s;
   int dev = 0;
-  if (s != UNSWAG_OK || rows == 0 ||
-      (s = device_checks(fn, rows, {{"x", x}, {"w", w}, {"y", y}, {"rstd", rstd}}, &dev)) !=
-          UNSWAG_OK)
-    return s;
-  // Call's fields: dy, x, w, rstd_in, y, dx, rstd_out, dw, ws, rows, cols, eps, dev, stream
-  Call c = {nullptr, x,       w,    nullptr, y,   nullptr, rstd,
-            nullptr, nullptr, rows, cols,    eps, dev,     (cudaStream_t)stream};
+  s = device_checks(fn, rows, {{"x", x}, {"w", w}, {"y", y}, {"rstd", rstd}}, &dev);
+  if (s != UNSWAG_OK) return s;
+  Call c = {/*dy=*/nullptr,      x,    w,
+            /*rstd_in=*/nullptr, y,
+            /*dx=*/nullptr,
+            /*rstd_out=*/rstd,
+            /*dw=*/nullptr,
+            /*ws=*/nullptr,      rows, cols, eps, dev, (cudaStream_t)stream};
   access_mode(c, (uintptr_t)x | (uintptr_t)w | (uintptr_t)y, unswag_dtype_size(dtype));
   dispatch<true>(c, dtype);
   return launch_status(fn);
@@ -370,30 +372,30 @@ unswag_status unswag_rmsnorm_backward_cuda(unswag_dtype dtype, const void *dy, c
   const unswag_workspace ws = {workspace, workspace_bytes};
   unswag_status s = unswag_rmsnorm_backward_check(fn, dtype, dy, x, w, rstd, dx, dw_accum, rows,
                                                   cols, weight_offset, &ws);
+  if (s != UNSWAG_OK || rows == 0) return s;
   int dev = 0;
-  if (s != UNSWAG_OK || rows == 0 ||
-      (s = device_checks(fn, rows,
-                         {{"dy", dy},
-                          {"x", x},
-                          {"w", w},
-                          {"rstd", rstd},
-                          {"dx", dx},
-                          {"dw_accum", dw_accum},
-                          {"workspace", workspace}},
-                         &dev)) != UNSWAG_OK)
-    return s;
+  s = device_checks(fn, rows,
+                    {{"dy", dy},
+                     {"x", x},
+                     {"w", w},
+                     {"rstd", rstd},
+                     {"dx", dx},
+                     {"dw_accum", dw_accum},
+                     {"workspace", workspace}},
+                    &dev);
+  if (s != UNSWAG_OK) return s;
   Call c = {dy,
             x,
             w,
             rstd,
-            nullptr,
+            /*y=*/nullptr,
             dx,
-            nullptr,
-            dw_accum,
-            (float *)workspace,
+            /*rstd_out=*/nullptr,
+            /*dw=*/dw_accum,
+            /*ws=*/(float *)workspace,
             rows,
             cols,
-            0.0f,
+            /*eps=*/0.0f,
             dev,
             (cudaStream_t)stream};
   access_mode(c, (uintptr_t)dy | (uintptr_t)x | (uintptr_t)w | (uintptr_t)dx,
