@@ -46,18 +46,18 @@ extern "C" {
 
 typedef enum unswag_status {
   UNSWAG_OK = 0,
-  UNSWAG_ERR_NULL_POINTER = 1,     /* a required pointer is NULL (n > 0)    */
-  UNSWAG_ERR_SIZE_OVERFLOW = 2,    /* a byte count would overflow size_t    */
-  UNSWAG_ERR_BAD_DTYPE = 3,        /* unknown dtype                         */
-  UNSWAG_ERR_BAD_ACTIVATION = 4,   /* unknown activation                    */
-  UNSWAG_ERR_BAD_BITS = 5,         /* bits not valid for this activation    */
-  UNSWAG_ERR_BAD_PARAM = 6,        /* e.g. hardtanh lo >= hi, NaN slope     */
-  UNSWAG_ERR_BAD_CODEBOOK = 7,     /* unsorted / non-finite codebook        */
-  UNSWAG_ERR_NO_MEMORY = 8,        /* the codebook fitter could not allocate */
-  UNSWAG_ERR_CUDA_NOT_BUILT = 9,   /* library built without CUDA            */
-  UNSWAG_ERR_CUDA_NO_DEVICE = 10,  /* CUDA built, but no usable device      */
-  UNSWAG_ERR_CUDA_LAUNCH = 11,     /* a CUDA launch failed                  */
-  UNSWAG_ERR_BAD_POINTER = 12,     /* pointer not usable on this device     */
+  UNSWAG_ERR_NULL_POINTER = 1,    /* a required pointer is NULL (n > 0) */
+  UNSWAG_ERR_SIZE_OVERFLOW = 2,   /* a byte count would overflow size_t */
+  UNSWAG_ERR_BAD_DTYPE = 3,       /* unknown dtype */
+  UNSWAG_ERR_BAD_ACTIVATION = 4,  /* unknown activation */
+  UNSWAG_ERR_BAD_BITS = 5,        /* bits not valid for this activation */
+  UNSWAG_ERR_BAD_PARAM = 6,       /* e.g. hardtanh lo >= hi, NaN slope */
+  UNSWAG_ERR_BAD_CODEBOOK = 7,    /* unsorted / non-finite codebook */
+  UNSWAG_ERR_NO_MEMORY = 8,       /* the codebook fitter could not allocate */
+  UNSWAG_ERR_CUDA_NOT_BUILT = 9,  /* library built without CUDA */
+  UNSWAG_ERR_CUDA_NO_DEVICE = 10, /* CUDA built, but no usable device */
+  UNSWAG_ERR_CUDA_LAUNCH = 11,    /* a CUDA launch failed */
+  UNSWAG_ERR_BAD_POINTER = 12,    /* pointer not usable on this device */
   UNSWAG_STATUS_COUNT_ = 13
 } unswag_status;
 
@@ -67,8 +67,8 @@ UNSWAG_API const char *unswag_status_string(unswag_status status);
 /* Detail of the last error raised on the calling thread ("" if none). */
 UNSWAG_API const char *unswag_last_error(void);
 
-UNSWAG_API int unswag_version(void);               /* UNSWAG_VERSION_NUMBER */
-UNSWAG_API const char *unswag_version_string(void); /* e.g. "0.1.0"        */
+UNSWAG_API int unswag_version(void);                /* UNSWAG_VERSION_NUMBER */
+UNSWAG_API const char *unswag_version_string(void); /* e.g. "0.1.0" */
 
 /* ---- element types -------------------------------------------------------- */
 
@@ -94,13 +94,13 @@ UNSWAG_API uint16_t unswag_f32_to_bf16(float f);
 typedef enum unswag_activation {
   /* exact family: 1 bit, gradient exact */
   UNSWAG_RELU = 0,
-  UNSWAG_LEAKY_RELU = 1, /* param slope                   */
+  UNSWAG_LEAKY_RELU = 1, /* param slope */
   UNSWAG_RELU6 = 2,
-  UNSWAG_HARDTANH = 3,   /* params lo < hi                */
+  UNSWAG_HARDTANH = 3, /* params lo < hi */
   /* smooth: k in {1,2,4,8}, codebook approximation of f' */
   UNSWAG_SILU = 4,
-  UNSWAG_GELU = 5,       /* erf form                      */
-  UNSWAG_GELU_TANH = 6,  /* tanh approximation            */
+  UNSWAG_GELU = 5,      /* erf form */
+  UNSWAG_GELU_TANH = 6, /* tanh approximation */
   UNSWAG_ACTIVATION_COUNT_ = 7
 } unswag_activation;
 
@@ -116,19 +116,19 @@ UNSWAG_API int unswag_activation_is_exact(unswag_activation act);
 /* A piecewise-constant approximation of f' with 2^bits pieces.
  * code(x) = number of boundaries b_j with x > b_j (NaN -> 0). */
 typedef struct unswag_codebook {
-  int bits;                                  /* 1, 2, 4 or 8               */
-  float boundaries[UNSWAG_MAX_LEVELS - 1];   /* 2^bits - 1 used, increasing */
-  float levels[UNSWAG_MAX_LEVELS];           /* 2^bits used                */
-  double rms_error; /* weighted RMS of f' - q under the fit's weighting    */
+  int bits;                                /* 1, 2, 4 or 8 */
+  float boundaries[UNSWAG_MAX_LEVELS - 1]; /* 2^bits - 1 used, increasing */
+  float levels[UNSWAG_MAX_LEVELS];         /* 2^bits used */
+  double rms_error;                        /* weighted RMS of f' - q under the fit's weighting */
 } unswag_codebook;
 
 /* What one forward/backward pair computes.  Zero-initialise, then set. */
 typedef struct unswag_op {
   unswag_activation act;
-  int bits;                        /* 1 for exact family; 1,2,4,8 smooth     */
-  float slope;                     /* leaky_relu negative slope (finite)     */
-  float lo, hi;                    /* hardtanh bounds (finite, lo < hi)      */
-  const unswag_codebook *codebook; /* smooth only; NULL = built-in table     */
+  int bits;                        /* 1 for exact family; 1,2,4,8 smooth */
+  float slope;                     /* leaky_relu negative slope (finite) */
+  float lo, hi;                    /* hardtanh bounds (finite, lo < hi) */
+  const unswag_codebook *codebook; /* smooth only; NULL = built-in table */
 } unswag_op;
 
 /* Convenience initialisers (defaults: slope 0.01, hardtanh [-1, 1]). */
@@ -163,16 +163,14 @@ UNSWAG_API double unswag_derivative(unswag_activation act, double x);
  * density.  Otherwise a histogram of observed inputs: hist_bins counts
  * over equal bins of [hist_lo, hist_hi] (mass outside is ignored). */
 typedef struct unswag_fit_options {
-  double sigma;              /* > 0; 0 means 1.0                           */
+  double sigma;              /* > 0; 0 means 1.0 */
   const double *hist_counts; /* optional histogram (non-negative, sum > 0) */
   size_t hist_bins;
   double hist_lo, hist_hi;
-  size_t grid_cells;         /* 0 means default (8192); at most 4194304 at
-                                1 bit, 65536 at 2, 32768 at 4, 8192 at 8
-                                bits (bounds the fit's time), else
-                                UNSWAG_ERR_BAD_PARAM                        */
-  double range;              /* grid covers [-range, range]; 0: 16*sigma or
-                                the histogram range                         */
+  /* 0 means default (8192); at most 4194304 at 1 bit, 65536 at 2, 32768 at
+   * 4, 8192 at 8 bits (bounds the fit's time), else UNSWAG_ERR_BAD_PARAM */
+  size_t grid_cells;
+  double range; /* grid covers [-range, range]; 0: 16*sigma or the histogram range */
 } unswag_fit_options;
 
 /* L2-optimal piecewise-constant approximation with 2^bits pieces of
@@ -180,27 +178,24 @@ typedef struct unswag_fit_options {
  * programming over grid cells (global optimum on the grid), levels =
  * weighted interval means, rms_error = weighted RMS error.  Allocates
  * scratch memory (not a hot-path call). */
-UNSWAG_API unswag_status unswag_codebook_fit(unswag_derivative_fn deriv, void *user,
-                                             int bits, const unswag_fit_options *opts,
-                                             unswag_codebook *out);
+UNSWAG_API unswag_status unswag_codebook_fit(unswag_derivative_fn deriv, void *user, int bits,
+                                             const unswag_fit_options *opts, unswag_codebook *out);
 
 /* ---- CPU kernels ------------------------------------------------------------ */
 
 /* forward: y[i] = f(x[i]) in dtype; codes = packed ceil(n*bits/8) bytes.
  * backward: dx[i] = dy[i] * level[code_i] (exact family: select, bitwise
  * equal to the framework's backward).  x may alias y, dy may alias dx. */
-UNSWAG_API unswag_status unswag_forward(const unswag_op *op, unswag_dtype dtype,
-                                        const void *x, void *y, uint8_t *codes,
-                                        size_t n);
-UNSWAG_API unswag_status unswag_backward(const unswag_op *op, unswag_dtype dtype,
-                                         const void *dy, const uint8_t *codes,
-                                         void *dx, size_t n);
+UNSWAG_API unswag_status unswag_forward(const unswag_op *op, unswag_dtype dtype, const void *x,
+                                        void *y, uint8_t *codes, size_t n);
+UNSWAG_API unswag_status unswag_backward(const unswag_op *op, unswag_dtype dtype, const void *dy,
+                                         const uint8_t *codes, void *dx, size_t n);
 
 typedef enum unswag_cpu_path {
-  UNSWAG_PATH_AUTO = 0,     /* vectorised, threaded when n is large     */
-  UNSWAG_PATH_SCALAR = 1,   /* plain scalar loop (the reference kernel)  */
-  UNSWAG_PATH_VECTOR = 2,   /* vectorised, one thread                   */
-  UNSWAG_PATH_THREADED = 3, /* vectorised, num_threads threads          */
+  UNSWAG_PATH_AUTO = 0,     /* vectorised, threaded when n is large */
+  UNSWAG_PATH_SCALAR = 1,   /* plain scalar loop (the reference kernel) */
+  UNSWAG_PATH_VECTOR = 2,   /* vectorised, one thread */
+  UNSWAG_PATH_THREADED = 3, /* vectorised, num_threads threads */
   UNSWAG_PATH_COUNT_ = 4
 } unswag_cpu_path;
 
@@ -210,12 +205,11 @@ typedef struct unswag_cpu_options {
 } unswag_cpu_options;
 
 UNSWAG_API unswag_status unswag_forward_advanced(const unswag_op *op, unswag_dtype dtype,
-                                                 const void *x, void *y, uint8_t *codes,
-                                                 size_t n, const unswag_cpu_options *opts);
+                                                 const void *x, void *y, uint8_t *codes, size_t n,
+                                                 const unswag_cpu_options *opts);
 UNSWAG_API unswag_status unswag_backward_advanced(const unswag_op *op, unswag_dtype dtype,
-                                                  const void *dy, const uint8_t *codes,
-                                                  void *dx, size_t n,
-                                                  const unswag_cpu_options *opts);
+                                                  const void *dy, const uint8_t *codes, void *dx,
+                                                  size_t n, const unswag_cpu_options *opts);
 
 /* ---- gated MLP elementwise part (SwiGLU / GeGLU) ----------------------------- */
 
@@ -223,8 +217,7 @@ UNSWAG_API unswag_status unswag_backward_advanced(const unswag_op *op, unswag_dt
  * computed in fp32 (fp32 dtype: double) with one rounding to dtype.
  * Nothing approximated: the gated paths keep g and u (or recompute them). */
 UNSWAG_API unswag_status unswag_gated_forward(unswag_activation act, unswag_dtype dtype,
-                                              const void *g, const void *u, void *h,
-                                              size_t n);
+                                              const void *g, const void *u, void *h, size_t n);
 /* dg = dh * u * act'(g), du = dh * act(g) (exact derivative, fp32 math,
  * one rounding each).  dg may alias g, du may alias u. */
 UNSWAG_API unswag_status unswag_gated_backward(unswag_activation act, unswag_dtype dtype,
@@ -248,10 +241,9 @@ UNSWAG_API unswag_status unswag_gated_backward(unswag_activation act, unswag_dty
  * eps: finite and >= 0.  cols > 0 when rows > 0.  y may be x (the same
  * pointer); no other overlap between an output and any buffer is allowed.
  * Computed NaNs are the canonical quiet NaN of the dtype (rstd: of fp32). */
-UNSWAG_API unswag_status unswag_rmsnorm_forward(unswag_dtype dtype, const void *x,
-                                                const void *w, void *y, float *rstd,
-                                                size_t rows, size_t cols, float eps,
-                                                float weight_offset);
+UNSWAG_API unswag_status unswag_rmsnorm_forward(unswag_dtype dtype, const void *x, const void *w,
+                                                void *y, float *rstd, size_t rows, size_t cols,
+                                                float eps, float weight_offset);
 
 /* Given dy, x, w and the forward's rstd (per row, in fp32 math):
  *   g  = float(dy) * float(w),  nf = float(x) * rstd
@@ -262,10 +254,10 @@ UNSWAG_API unswag_status unswag_rmsnorm_forward(unswag_dtype dtype, const void *
  * a fixed order (chunks of rows, see unswag_rmsnorm_workspace_bytes),
  * identical on the CPU and on CUDA.  dx may be dy (the same pointer); no
  * other overlap is allowed. */
-UNSWAG_API unswag_status unswag_rmsnorm_backward(unswag_dtype dtype, const void *dy,
-                                                 const void *x, const void *w,
-                                                 const float *rstd, void *dx, float *dw_accum,
-                                                 size_t rows, size_t cols, float weight_offset);
+UNSWAG_API unswag_status unswag_rmsnorm_backward(unswag_dtype dtype, const void *dy, const void *x,
+                                                 const void *w, const float *rstd, void *dx,
+                                                 float *dw_accum, size_t rows, size_t cols,
+                                                 float weight_offset);
 
 /* Bytes of device workspace unswag_rmsnorm_backward_cuda needs for a call of
  * (rows, cols): the fp32 column sums of each chunk of rows, at most 512
@@ -280,19 +272,17 @@ UNSWAG_API int unswag_cuda_built(void);
 
 /* Same semantics as the CPU calls; pointers are device pointers, the work
  * is queued on `stream` (a cudaStream_t, NULL = legacy default stream). */
-UNSWAG_API unswag_status unswag_forward_cuda(const unswag_op *op, unswag_dtype dtype,
-                                             const void *x, void *y, uint8_t *codes,
-                                             size_t n, void *stream);
+UNSWAG_API unswag_status unswag_forward_cuda(const unswag_op *op, unswag_dtype dtype, const void *x,
+                                             void *y, uint8_t *codes, size_t n, void *stream);
 UNSWAG_API unswag_status unswag_backward_cuda(const unswag_op *op, unswag_dtype dtype,
-                                              const void *dy, const uint8_t *codes,
-                                              void *dx, size_t n, void *stream);
+                                              const void *dy, const uint8_t *codes, void *dx,
+                                              size_t n, void *stream);
 UNSWAG_API unswag_status unswag_gated_forward_cuda(unswag_activation act, unswag_dtype dtype,
-                                                   const void *g, const void *u, void *h,
-                                                   size_t n, void *stream);
-UNSWAG_API unswag_status unswag_gated_backward_cuda(unswag_activation act,
-                                                    unswag_dtype dtype, const void *dh,
-                                                    const void *g, const void *u, void *dg,
-                                                    void *du, size_t n, void *stream);
+                                                   const void *g, const void *u, void *h, size_t n,
+                                                   void *stream);
+UNSWAG_API unswag_status unswag_gated_backward_cuda(unswag_activation act, unswag_dtype dtype,
+                                                    const void *dh, const void *g, const void *u,
+                                                    void *dg, void *du, size_t n, void *stream);
 
 /* RMSNorm on CUDA: the CPU calls' semantics and bytes.  The backward takes a
  * caller-provided device workspace of at least unswag_rmsnorm_workspace_bytes
@@ -302,10 +292,12 @@ UNSWAG_API unswag_status unswag_rmsnorm_forward_cuda(unswag_dtype dtype, const v
                                                      const void *w, void *y, float *rstd,
                                                      size_t rows, size_t cols, float eps,
                                                      float weight_offset, void *stream);
-UNSWAG_API unswag_status unswag_rmsnorm_backward_cuda(
-    unswag_dtype dtype, const void *dy, const void *x, const void *w, const float *rstd,
-    void *dx, float *dw_accum, void *workspace, size_t workspace_bytes, size_t rows,
-    size_t cols, float weight_offset, void *stream);
+UNSWAG_API unswag_status unswag_rmsnorm_backward_cuda(unswag_dtype dtype, const void *dy,
+                                                      const void *x, const void *w,
+                                                      const float *rstd, void *dx, float *dw_accum,
+                                                      void *workspace, size_t workspace_bytes,
+                                                      size_t rows, size_t cols, float weight_offset,
+                                                      void *stream);
 
 #ifdef __cplusplus
 }

@@ -23,24 +23,23 @@
 
 #include "unswag.h"
 
-#define CUDA_OK(call)                                                                   \
-  do {                                                                                  \
-    cudaError_t e_ = (call);                                                            \
-    if (e_ != cudaSuccess) {                                                            \
-      fprintf(stderr, "%s:%d: %s -> %s\n", __FILE__, __LINE__, #call,                   \
-              cudaGetErrorString(e_));                                                  \
-      exit(1);                                                                          \
-    }                                                                                   \
+#define CUDA_OK(call)                                                                          \
+  do {                                                                                         \
+    cudaError_t e_ = (call);                                                                   \
+    if (e_ != cudaSuccess) {                                                                   \
+      fprintf(stderr, "%s:%d: %s -> %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+      exit(1);                                                                                 \
+    }                                                                                          \
   } while (0)
 
-#define UNSWAG_OK_OR_DIE(call)                                                          \
-  do {                                                                                  \
-    unswag_status s_ = (call);                                                          \
-    if (s_ != UNSWAG_OK) {                                                              \
-      fprintf(stderr, "%s:%d: %s -> %s (%s)\n", __FILE__, __LINE__, #call,              \
-              unswag_status_string(s_), unswag_last_error());                           \
-      exit(1);                                                                          \
-    }                                                                                   \
+#define UNSWAG_OK_OR_DIE(call)                                             \
+  do {                                                                     \
+    unswag_status s_ = (call);                                             \
+    if (s_ != UNSWAG_OK) {                                                 \
+      fprintf(stderr, "%s:%d: %s -> %s (%s)\n", __FILE__, __LINE__, #call, \
+              unswag_status_string(s_), unswag_last_error());              \
+      exit(1);                                                             \
+    }                                                                      \
   } while (0)
 
 // normals from a counter hash (Box-Muller), scaled by `scale`, in dtype
@@ -168,17 +167,14 @@ int main(int argc, char **argv) {
   Timer timer(st);
   std::vector<float> copy_t;
   for (int r = 0; r < rounds; ++r) {
-    timer.run(per_round, copy_t, [&] {
-      CUDA_OK(cudaMemcpyAsync(y, x, es * n, cudaMemcpyDeviceToDevice, st));
-    });
+    timer.run(per_round, copy_t,
+              [&] { CUDA_OK(cudaMemcpyAsync(y, x, es * n, cudaMemcpyDeviceToDevice, st)); });
     for (Case &c : cases) {
       const unswag_op op = unswag_op_make(c.act, c.bits);
-      timer.run(per_round, c.fwd, [&] {
-        UNSWAG_OK_OR_DIE(unswag_forward_cuda(&op, dtype, x, y, codes, n, st));
-      });
-      timer.run(per_round, c.bwd, [&] {
-        UNSWAG_OK_OR_DIE(unswag_backward_cuda(&op, dtype, dy, codes, dx, n, st));
-      });
+      timer.run(per_round, c.fwd,
+                [&] { UNSWAG_OK_OR_DIE(unswag_forward_cuda(&op, dtype, x, y, codes, n, st)); });
+      timer.run(per_round, c.bwd,
+                [&] { UNSWAG_OK_OR_DIE(unswag_backward_cuda(&op, dtype, dy, codes, dx, n, st)); });
     }
   }
   const double copy_ms = median(copy_t);
@@ -192,8 +188,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   if (f) fprintf(f, "act,k,fwd_ms,bwd_ms,fwd_gbs,bwd_gbs,copy_gbs\n");
-  printf("%-10s %2s | %9s %8s %6s | %9s %8s %6s\n", "activation", "k", "fwd ms", "GB/s",
-         "/copy", "bwd ms", "GB/s", "/copy");
+  printf("%-10s %2s | %9s %8s %6s | %9s %8s %6s\n", "activation", "k", "fwd ms", "GB/s", "/copy",
+         "bwd ms", "GB/s", "/copy");
   printf("--------------+---------------------------+--------------------------\n");
   for (const Case &c : cases) {
     const double code_b = (double)n * c.bits / 8.0;
@@ -201,11 +197,11 @@ int main(int argc, char **argv) {
     const double fwd_gbs = (2.0 * es * n + code_b) / (fwd_ms * 1e6);
     const double bwd_gbs = (2.0 * es * n + code_b) / (bwd_ms * 1e6);
     const char *name = unswag_activation_name(c.act);
-    printf("%-10s %2d | %9.3f %8.0f %5.0f%% | %9.3f %8.0f %5.0f%%\n", name, c.bits, fwd_ms,
-           fwd_gbs, 100.0 * fwd_gbs / copy_gbs, bwd_ms, bwd_gbs, 100.0 * bwd_gbs / copy_gbs);
+    printf("%-10s %2d | %9.3f %8.0f %5.0f%% | %9.3f %8.0f %5.0f%%\n", name, c.bits, fwd_ms, fwd_gbs,
+           100.0 * fwd_gbs / copy_gbs, bwd_ms, bwd_gbs, 100.0 * bwd_gbs / copy_gbs);
     if (f)
-      fprintf(f, "%s,%d,%.5f,%.5f,%.1f,%.1f,%.1f\n", name, c.bits, fwd_ms, bwd_ms, fwd_gbs,
-              bwd_gbs, copy_gbs);
+      fprintf(f, "%s,%d,%.5f,%.5f,%.1f,%.1f,%.1f\n", name, c.bits, fwd_ms, bwd_ms, fwd_gbs, bwd_gbs,
+              copy_gbs);
   }
   if (f) fclose(f);
   CUDA_OK(cudaStreamDestroy(st));

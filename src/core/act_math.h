@@ -26,25 +26,19 @@
 
 /* ---- bit casts ---------------------------------------------------------- */
 
-UNSWAG_HD float us_bits_to_f32(uint32_t u) {
+/* The body of a bit cast of v to type TO: the CUDA intrinsic on the device,
+ * memcpy (no aliasing trouble, compiled to a move) on the host. */
 #if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
+#define US_BIT_CAST(TO, v, cuda_intrinsic) return cuda_intrinsic(v)
 #else
-  float f;
-  memcpy(&f, &u, sizeof f);
-  return f;
+#define US_BIT_CAST(TO, v, cuda_intrinsic) \
+  TO to_;                                  \
+  memcpy(&to_, &(v), sizeof to_);          \
+  return to_
 #endif
-}
 
-UNSWAG_HD uint32_t us_f32_to_bits(float f) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(f);
-#else
-  uint32_t u;
-  memcpy(&u, &f, sizeof u);
-  return u;
-#endif
-}
+UNSWAG_HD float us_bits_to_f32(uint32_t u) { US_BIT_CAST(float, u, __uint_as_float); }
+UNSWAG_HD uint32_t us_f32_to_bits(float f) { US_BIT_CAST(uint32_t, f, __float_as_uint); }
 
 /* ---- dtype conversions (branch-free so they vectorise) ------------------- */
 

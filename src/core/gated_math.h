@@ -56,7 +56,7 @@ UNSWAG_HD uint16_t us_f32_to_16(float f, int bf16) {
   return bf16 ? us_f32_to_bf16(f) : us_f32_to_f16(f);
 }
 
-/* ---- float (16-bit dtypes) -------------------------------------------------- */
+/* ---- what differs between float (16-bit dtypes) and double (fp32 dtype) ---- */
 
 /* us_erfc_pos_f32 (act_math.h) is the erfc inside us_gelu_f32, so Phi below is
  * the Phi of the forward bit for bit. */
@@ -67,92 +67,32 @@ UNSWAG_HD float us_norm_cdf_f32(float x) {
   return x >= 0.0f ? 1.0f - 0.5f * e : 0.5f * e;
 }
 
-/* silu'(x) = s (1 + x (1 - s)); e = exp(-|x|) so nothing overflows */
-UNSWAG_HD float us_silu_grad_f32(float x) {
-  float e = us_exp_small(-fabsf(x));
-  float r = 1.0f / (1.0f + e);
-  float s = x >= 0.0f ? r : e * r; /* sigmoid(x)     */
-  float c = x >= 0.0f ? e * r : r; /* 1 - sigmoid(x) */
-  return s * (1.0f + x * c);
+UNSWAG_HD double us_norm_cdf_f64(double x) { return 0.5 * erfc(-x * 0.70710678118654752440); }
+
+/* The x that gelu_tanh' computes with.  Float: for |x| >= 16, |v| > 110, where
+ * exp(-|v|) is 0 in float: clamping x there changes no result and keeps x^2 and
+ * x (1 - s) v' finite.  Double: fp32 inputs (|x| <= 3.4e38) stay finite as they are. */
+UNSWAG_HD float us_gelu_tanh_x_f32(float x) {
+  return x > 16.0f ? 16.0f : (x < -16.0f ? -16.0f : x); /* NaN stays NaN */
 }
 
-/* gelu'(x) = Phi(x) + x phi(x) */
-UNSWAG_HD float us_gelu_grad_f32(float x) {
-  float phi = 0.398942280f * us_exp_small(-0.5f * (x * x));
-  return us_norm_cdf_f32(x) + x * phi;
-}
+UNSWAG_HD double us_gelu_tanh_x_f64(double x) { return x; }
 
-/* gelu_tanh'(x) = s (1 + x (1 - s) v'),  s = sigmoid(v).  For |x| >= 16,
- * |v| > 110, where exp(-|v|) is 0 in float: clamping x there changes no
- * result and keeps x^2 and x (1 - s) v' finite. */
-UNSWAG_HD float us_gelu_tanh_grad_f32(float x) {
-  float xc = x > 16.0f ? 16.0f : (x < -16.0f ? -16.0f : x); /* NaN stays NaN */
-  float v = 1.59576912f * (xc + 0.044715f * xc * xc * xc);
-  float vp = 1.59576912f * (1.0f + 0.134145f * (xc * xc));
-  float e = us_exp_small(-fabsf(v));
-  float r = 1.0f / (1.0f + e);
-  float s = v >= 0.0f ? r : e * r;
-  float c = v >= 0.0f ? e * r : r;
-  return s * (1.0f + xc * c * vp);
-}
+/* ---- act(x) and act'(x): gated_act.inc, once per type -------------------------
+ * us_silu_grad_f32, us_gelu_grad_f32, us_gelu_tanh_grad_f32, us_gated_act_f32,
+ * us_gated_grad_f32 (float, us_exp_small) and the same _f64 (double, libm exp). */
 
-/* act(x): exactly the act_math.h float functions */
-UNSWAG_HD float us_gated_act_f32(int act, float x) {
-  if (act == UNSWAG_SILU) return us_silu_f32(x);
-  if (act == UNSWAG_GELU) return us_gelu_f32(x);
-  return us_gelu_tanh_f32(x);
-}
+#define US_REAL float
+#define US_NAME(f) f##_f32
+#define US_EXP us_exp_small
+#define US_ABS fabsf
+#include "gated_act.inc"
 
-/* act'(x); NaN for x = +-Inf and NaN */
-UNSWAG_HD float us_gated_grad_f32(int act, float x) {
-  float d;
-  if (act == UNSWAG_SILU) d = us_silu_grad_f32(x);
-  else if (act == UNSWAG_GELU) d = us_gelu_grad_f32(x);
-  else d = us_gelu_tanh_grad_f32(x);
-  return us_is_inf_f32(x) ? us_qnan_f32() : d;
-}
-
-/* ---- double (fp32 dtype) ------------------------------------------------------ */
-
-UNSWAG_HD double us_silu_grad_f64(double x) {
-  double e = exp(-fabs(x));
-  double r = 1.0 / (1.0 + e);
-  double s = x >= 0.0 ? r : e * r;
-  double c = x >= 0.0 ? e * r : r;
-  return s * (1.0 + x * c);
-}
-
-UNSWAG_HD double us_gelu_grad_f64(double x) {
-  double cdf = 0.5 * erfc(-x * 0.70710678118654752440);
-  double phi = 0.39894228040143267794 * exp(-0.5 * (x * x));
-  return cdf + x * phi;
-}
-
-/* fp32 inputs: |x| <= 3.4e38, so x^3 and x (1 - s) v' stay finite in double */
-UNSWAG_HD double us_gelu_tanh_grad_f64(double x) {
-  double v = 1.5957691216057307117 * (x + 0.044715 * x * x * x);
-  double vp = 1.5957691216057307117 * (1.0 + 0.134145 * (x * x));
-  double e = exp(-fabs(v));
-  double r = 1.0 / (1.0 + e);
-  double s = v >= 0.0 ? r : e * r;
-  double c = v >= 0.0 ? e * r : r;
-  return s * (1.0 + x * c * vp);
-}
-
-UNSWAG_HD double us_gated_act_f64(int act, double x) {
-  if (act == UNSWAG_SILU) return us_silu_f64(x);
-  if (act == UNSWAG_GELU) return us_gelu_f64(x);
-  return us_gelu_tanh_f64(x);
-}
-
-/* x is an fp32 value (Inf checked in float) */
-UNSWAG_HD double us_gated_grad_f64(int act, float x) {
-  double d;
-  if (act == UNSWAG_SILU) d = us_silu_grad_f64(x);
-  else if (act == UNSWAG_GELU) d = us_gelu_grad_f64(x);
-  else d = us_gelu_tanh_grad_f64(x);
-  return us_is_inf_f32(x) ? (double)us_qnan_f32() : d;
-}
+#define US_REAL double
+#define US_NAME(f) f##_f64
+#define US_EXP exp
+#define US_ABS fabs
+#include "gated_act.inc"
 
 /* ---- the element operations, on bit patterns ---------------------------------- */
 

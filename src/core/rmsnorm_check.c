@@ -82,3 +82,36 @@ unswag_status unswag_rmsnorm_forward_check(const char *fn, unswag_dtype dtype, c
   if ((s = unswag_rmsnorm_check_overlap(fn, spans, 4)) != UNSWAG_OK) return s;
   return unswag_check_f32_aligned(fn, "rstd", rstd);
 }
+
+unswag_status unswag_rmsnorm_backward_check(const char *fn, unswag_dtype dtype, const void *dy,
+                                            const void *x, const void *w, const float *rstd,
+                                            const void *dx, const float *dw_accum, size_t rows,
+                                            size_t cols, float weight_offset,
+                                            const unswag_workspace *ws) {
+  unswag_status s = unswag_rmsnorm_validate(fn, dtype, rows, cols, 0, 0.0f, weight_offset,
+                                            !dy || !x || !w || !rstd || !dx || !dw_accum);
+  if (s != UNSWAG_OK || rows == 0) return s;
+  size_t need = 0;
+  if (ws) {
+    if ((s = unswag_rmsnorm_workspace_bytes(rows, cols, &need)) != UNSWAG_OK) return s;
+    if (!ws->p)
+      return unswag_fail(UNSWAG_ERR_NULL_POINTER, "%s: workspace is NULL (%zu bytes needed)", fn,
+                         need);
+    if (ws->bytes < need)
+      return unswag_fail(UNSWAG_ERR_BAD_PARAM,
+                         "%s: workspace of %zu bytes, %zu needed (unswag_rmsnorm_workspace_bytes)",
+                         fn, ws->bytes, need);
+  }
+  const size_t es = unswag_dtype_size(dtype), bytes = rows * cols * es;
+  const unswag_span spans[] = {{"dy", dy, bytes, 0, 4},
+                               {"x", x, bytes, 0, -1},
+                               {"w", w, cols * es, 0, -1},
+                               {"rstd", rstd, rows * 4, 0, -1},
+                               {"dx", dx, bytes, 1, 0},
+                               {"dw_accum", dw_accum, cols * 4, 1, -1},
+                               {"workspace", ws ? ws->p : NULL, need, 1, -1}};
+  if ((s = unswag_rmsnorm_check_overlap(fn, spans, ws ? 7 : 6)) != UNSWAG_OK) return s;
+  if ((s = unswag_check_f32_aligned(fn, "rstd", rstd)) != UNSWAG_OK) return s;
+  if ((s = unswag_check_f32_aligned(fn, "dw_accum", dw_accum)) != UNSWAG_OK) return s;
+  return ws ? unswag_check_f32_aligned(fn, "workspace", ws->p) : UNSWAG_OK;
+}

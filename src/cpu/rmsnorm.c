@@ -241,16 +241,9 @@ unswag_status unswag_rmsnorm_backward(unswag_dtype dtype, const void *dy, const 
                                       const void *w, const float *rstd, void *dx, float *dw_accum,
                                       size_t rows, size_t cols, float weight_offset) {
   static const char fn[] = "unswag_rmsnorm_backward";
-  unswag_status s = unswag_rmsnorm_validate(fn, dtype, rows, cols, 0, 0.0f, weight_offset,
-                                            !dy || !x || !w || !rstd || !dx || !dw_accum);
+  const unswag_status s = unswag_rmsnorm_backward_check(fn, dtype, dy, x, w, rstd, dx, dw_accum,
+                                                        rows, cols, weight_offset, NULL);
   if (s != UNSWAG_OK || rows == 0) return s;
-  const size_t es = unswag_dtype_size(dtype), bytes = rows * cols * es;
-  const unswag_span spans[] = {{"dy", dy, bytes, 0, 4},    {"x", x, bytes, 0, -1},
-                               {"w", w, cols * es, 0, -1}, {"rstd", rstd, rows * 4, 0, -1},
-                               {"dx", dx, bytes, 1, 0},    {"dw_accum", dw_accum, cols * 4, 1, -1}};
-  if ((s = unswag_rmsnorm_check_overlap(fn, spans, 6)) != UNSWAG_OK) return s;
-  if ((s = unswag_check_f32_aligned(fn, "rstd", rstd)) != UNSWAG_OK) return s;
-  if ((s = unswag_check_f32_aligned(fn, "dw_accum", dw_accum)) != UNSWAG_OK) return s;
 
   rms_call c = call_of(dtype, x, w, rows, cols);
   c.dy = dy;

@@ -1,7 +1,8 @@
 /*
  * common.cuh - helpers shared by the CUDA kernel files (kernels.cu, gated.cu,
  * rmsnorm.cu): element access, 16-byte vector lanes, launch geometry, and
- * the checks every entry point makes before it launches anything.
+ * the checks every entry point makes before it launches anything (so an
+ * entry point states only its own pointers, Call and dispatch).
  *
  * Everything lives in namespace unswag_cuda; host functions are inline so
  * each .cu file may include this header (one definition at link time).
@@ -12,6 +13,7 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
+#include <initializer_list>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -95,8 +97,7 @@ inline int grid_limit(std::atomic<int> *cache, int dev, const void *kernel, int 
     (void)cudaGetLastError();
     sms = 1;
   }
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0) !=
-          cudaSuccess ||
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0) != cudaSuccess ||
       per_sm <= 0) {
     (void)cudaGetLastError();
     per_sm = 1;
@@ -133,18 +134,17 @@ inline unswag_status check_pointer(const char *fn, const char *what, const void 
   const cudaError_t e = cudaPointerGetAttributes(&attr, p);
   if (e != cudaSuccess) {
     (void)cudaGetLastError();
-    return unswag_fail(UNSWAG_ERR_BAD_POINTER, "%s: %s = %p is not a CUDA pointer (%s)", fn,
-                       what, p, cudaGetErrorString(e));
+    return unswag_fail(UNSWAG_ERR_BAD_POINTER, "%s: %s = %p is not a CUDA pointer (%s)", fn, what,
+                       p, cudaGetErrorString(e));
   }
   switch (attr.type) {
     case cudaMemoryTypeDevice:
       if (attr.device != dev)
         return unswag_fail(UNSWAG_ERR_BAD_POINTER,
-                           "%s: %s = %p is memory of device %d, the current device is %d", fn,
-                           what, p, attr.device, dev);
+                           "%s: %s = %p is memory of device %d, the current device is %d", fn, what,
+                           p, attr.device, dev);
       return UNSWAG_OK;
-    case cudaMemoryTypeManaged:
-      return UNSWAG_OK;
+    case cudaMemoryTypeManaged: return UNSWAG_OK;
     case cudaMemoryTypeHost:
       if (attr.devicePointer == p) return UNSWAG_OK;
       return unswag_fail(UNSWAG_ERR_BAD_POINTER,
@@ -153,8 +153,8 @@ inline unswag_status check_pointer(const char *fn, const char *what, const void 
                          fn, what, p);
     default:
       return unswag_fail(UNSWAG_ERR_BAD_POINTER,
-                         "%s: %s = %p is host memory (not allocated or registered with CUDA)",
-                         fn, what, p);
+                         "%s: %s = %p is host memory (not allocated or registered with CUDA)", fn,
+                         what, p);
   }
 }
 
@@ -164,6 +164,39 @@ inline unswag_status launch_status(const char *fn) {
   if (e != cudaSuccess)
     return unswag_fail(UNSWAG_ERR_CUDA_LAUNCH, "%s: kernel launch failed (%s: %s)", fn,
                        cudaGetErrorName(e), cudaGetErrorString(e));
+  return UNSWAG_OK;
+}
+
+// ---- what every entry point does around its launch ------------------------------------
+
+// A pointer an entry point passes to its kernels, under its parameter name (for messages).
+struct ArgPtr {
+  const char *name;
+  const void *p;
+};
+
+inline bool any_null(std::initializer_list<ArgPtr> ptrs) {
+  for (const ArgPtr &a : ptrs)
+    if (!a.p) return true;
+  return false;
+}
+
+// All pointers OR-ed together: aligned to A iff every one is.
+inline uintptr_t or_of(std::initializer_list<ArgPtr> ptrs) {
+  uintptr_t v = 0;
+  for (const ArgPtr &a : ptrs) v |= (uintptr_t)a.p;
+  return v;
+}
+
+// After the argument checks, before any launch: the current device (looked up
+// even for n == 0, so that a call without a device says so), then, for n > 0,
+// each pointer in the order given.  The caller returns on an error or n == 0.
+inline unswag_status device_checks(const char *fn, size_t n, std::initializer_list<ArgPtr> ptrs,
+                                   int *dev) {
+  unswag_status s = current_device(fn, dev);
+  if (s != UNSWAG_OK || n == 0) return s;
+  for (const ArgPtr &a : ptrs)
+    if ((s = check_pointer(fn, a.name, a.p, *dev)) != UNSWAG_OK) return s;
   return UNSWAG_OK;
 }
 

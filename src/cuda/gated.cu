@@ -63,32 +63,40 @@ __device__ __forceinline__ void bwd_one(uint32_t dh, uint32_t g, uint32_t u, uin
 
 // ---- kernels -------------------------------------------------------------------------------
 
-template <int ACT, int DT, int MODE>
-__global__ void __launch_bounds__(kThreads)
-    gated_forward_kernel(const uint8_t *g, const uint8_t *u, uint8_t *h, size_t n) {
-  constexpr int ES = elem_size(DT);
+// The grid-stride loop of both kernels: with kVec, vec(v) for each 16-byte
+// vector v of the arrays, then elem(i) for the elements left (all of them in
+// kElem and kByte).
+template <int ES, int MODE, class Vec, class Elem>
+__device__ __forceinline__ void grid_stride(size_t n, Vec vec, Elem elem) {
   const size_t stride = (size_t)gridDim.x * blockDim.x;
   const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   size_t done = 0;
   if constexpr (MODE == kVec) {
-    constexpr int kPer = 16 / ES;
-    const size_t nv = n / kPer;
-    const uint4 *g4 = reinterpret_cast<const uint4 *>(g);
-    const uint4 *u4 = reinterpret_cast<const uint4 *>(u);
-    uint4 *h4 = reinterpret_cast<uint4 *>(h);
-    for (size_t v = tid; v < nv; v += stride) {
-      const uint4 a = g4[v], b = u4[v];
-      uint4 o = make_uint4(0, 0, 0, 0);
-#pragma unroll
-      for (int k = 0; k < kPer; ++k)
-        vec_set<ES>(o, k, fwd_one<ACT, DT>(vec_get<ES>(a, k), vec_get<ES>(b, k)));
-      h4[v] = o;
-    }
-    done = nv * kPer;
+    const size_t nv = n / (16 / ES);
+    for (size_t v = tid; v < nv; v += stride) vec(v);
+    done = nv * (16 / ES);
   }
-  constexpr bool B = MODE == kByte;  // the tail of kVec goes element by element
-  for (size_t i = done + tid; i < n; i += stride)
-    store_elem<ES>(h, i, fwd_one<ACT, DT>(load_elem<ES>(g, i, B), load_elem<ES>(u, i, B)), B);
+  for (size_t i = done + tid; i < n; i += stride) elem(i);
+}
+
+template <int ACT, int DT, int MODE>
+__global__ void __launch_bounds__(kThreads)
+    gated_forward_kernel(const uint8_t *g, const uint8_t *u, uint8_t *h, size_t n) {
+  constexpr int ES = elem_size(DT);
+  constexpr bool B = MODE == kByte;
+  grid_stride<ES, MODE>(
+      n,
+      [&](size_t v) {
+        const uint4 a = load16(g, v), b = load16(u, v);
+        uint4 o = make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int k = 0; k < 16 / ES; ++k)
+          vec_set<ES>(o, k, fwd_one<ACT, DT>(vec_get<ES>(a, k), vec_get<ES>(b, k)));
+        store16(h, v, o);
+      },
+      [&](size_t i) {
+        store_elem<ES>(h, i, fwd_one<ACT, DT>(load_elem<ES>(g, i, B), load_elem<ES>(u, i, B)), B);
+      });
 }
 
 template <int ACT, int DT, int MODE>
@@ -96,40 +104,29 @@ __global__ void __launch_bounds__(kThreads)
     gated_backward_kernel(const uint8_t *dh, const uint8_t *g, const uint8_t *u, uint8_t *dg,
                           uint8_t *du, size_t n) {
   constexpr int ES = elem_size(DT);
-  const size_t stride = (size_t)gridDim.x * blockDim.x;
-  const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-  size_t done = 0;
-  if constexpr (MODE == kVec) {
-    constexpr int kPer = 16 / ES;
-    const size_t nv = n / kPer;
-    const uint4 *dh4 = reinterpret_cast<const uint4 *>(dh);
-    const uint4 *g4 = reinterpret_cast<const uint4 *>(g);
-    const uint4 *u4 = reinterpret_cast<const uint4 *>(u);
-    uint4 *dg4 = reinterpret_cast<uint4 *>(dg);
-    uint4 *du4 = reinterpret_cast<uint4 *>(du);
-    for (size_t v = tid; v < nv; v += stride) {
-      const uint4 a = dh4[v], b = g4[v], c = u4[v];
-      uint4 og = make_uint4(0, 0, 0, 0), ou = make_uint4(0, 0, 0, 0);
-#pragma unroll
-      for (int k = 0; k < kPer; ++k) {
-        uint32_t eg, eu;
-        bwd_one<ACT, DT>(vec_get<ES>(a, k), vec_get<ES>(b, k), vec_get<ES>(c, k), &eg, &eu);
-        vec_set<ES>(og, k, eg);
-        vec_set<ES>(ou, k, eu);
-      }
-      dg4[v] = og;
-      du4[v] = ou;
-    }
-    done = nv * kPer;
-  }
   constexpr bool B = MODE == kByte;
-  for (size_t i = done + tid; i < n; i += stride) {
-    uint32_t eg, eu;
-    bwd_one<ACT, DT>(load_elem<ES>(dh, i, B), load_elem<ES>(g, i, B), load_elem<ES>(u, i, B), &eg,
-                     &eu);
-    store_elem<ES>(dg, i, eg, B);
-    store_elem<ES>(du, i, eu, B);
-  }
+  grid_stride<ES, MODE>(
+      n,
+      [&](size_t v) {
+        const uint4 a = load16(dh, v), b = load16(g, v), c = load16(u, v);
+        uint4 og = make_uint4(0, 0, 0, 0), ou = make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int k = 0; k < 16 / ES; ++k) {
+          uint32_t eg, eu;
+          bwd_one<ACT, DT>(vec_get<ES>(a, k), vec_get<ES>(b, k), vec_get<ES>(c, k), &eg, &eu);
+          vec_set<ES>(og, k, eg);
+          vec_set<ES>(ou, k, eu);
+        }
+        store16(dg, v, og);
+        store16(du, v, ou);
+      },
+      [&](size_t i) {
+        uint32_t eg, eu;
+        bwd_one<ACT, DT>(load_elem<ES>(dh, i, B), load_elem<ES>(g, i, B), load_elem<ES>(u, i, B),
+                         &eg, &eu);
+        store_elem<ES>(dg, i, eg, B);
+        store_elem<ES>(du, i, eu, B);
+      });
 }
 
 // ---- launchers (launch geometry: common.cuh) ------------------------------------------------
@@ -143,27 +140,29 @@ struct Call {
   cudaStream_t stream;
 };
 
-template <int ACT, int DT, int MODE>
-void launch_forward(const Call &c) {
-  static std::atomic<int> cache[kMaxDevices];
-  auto kernel = gated_forward_kernel<ACT, DT, MODE>;
+// One launch of kernel(args...): blocks for c.n elements (16-byte vectors in
+// kVec), at most what the device runs at once (grid_limit, in the launcher's cache).
+template <int DT, int MODE, class Kernel, class... Args>
+void launch(std::atomic<int> *cache, const Call &c, Kernel kernel, Args... args) {
   const size_t per = MODE == kVec ? 16 / elem_size(DT) : 1;
   const unsigned blocks =
       grid_size(c.n, kThreads * per, grid_limit(cache, c.dev, (const void *)kernel, kThreads));
-  kernel<<<blocks, kThreads, 0, c.stream>>>((const uint8_t *)c.g, (const uint8_t *)c.u,
-                                            (uint8_t *)c.h, c.n);
+  kernel<<<blocks, kThreads, 0, c.stream>>>(args...);
+}
+
+template <int ACT, int DT, int MODE>
+void launch_forward(const Call &c) {
+  static std::atomic<int> cache[kMaxDevices];
+  launch<DT, MODE>(cache, c, gated_forward_kernel<ACT, DT, MODE>, (const uint8_t *)c.g,
+                   (const uint8_t *)c.u, (uint8_t *)c.h, c.n);
 }
 
 template <int ACT, int DT, int MODE>
 void launch_backward(const Call &c) {
   static std::atomic<int> cache[kMaxDevices];
-  auto kernel = gated_backward_kernel<ACT, DT, MODE>;
-  const size_t per = MODE == kVec ? 16 / elem_size(DT) : 1;
-  const unsigned blocks =
-      grid_size(c.n, kThreads * per, grid_limit(cache, c.dev, (const void *)kernel, kThreads));
-  kernel<<<blocks, kThreads, 0, c.stream>>>((const uint8_t *)c.dh, (const uint8_t *)c.g,
-                                            (const uint8_t *)c.u, (uint8_t *)c.dg,
-                                            (uint8_t *)c.du, c.n);
+  launch<DT, MODE>(cache, c, gated_backward_kernel<ACT, DT, MODE>, (const uint8_t *)c.dh,
+                   (const uint8_t *)c.g, (const uint8_t *)c.u, (uint8_t *)c.dg, (uint8_t *)c.du,
+                   c.n);
 }
 
 // ---- dispatch: (activation, dtype, mode) -> one specialised kernel ---------------------------
@@ -201,14 +200,26 @@ void dispatch(const Call &c, unswag_activation act, unswag_dtype dtype) {
   }
 }
 
-// ---- access mode (argument checks: unswag_gated_validate, shared with the CPU; pointer
-// checks: common.cuh) ---------------------------------------------------------------------------
+// ---- what both entry points share ------------------------------------------------------------
 
 // The access mode every pointer allows (p_or: all pointers OR-ed together).
 int mode_for(uintptr_t p_or, size_t es) {
   if (p_or % 16 == 0) return kVec;
   if (p_or % es == 0) return kElem;
   return kByte;
+}
+
+// Checks (arguments: unswag_gated_validate, shared with the CPU; pointers: common.cuh),
+// then one launch.  c: the caller's pointers, n and stream; ptrs: its pointers in its order.
+template <bool FWD>
+unswag_status run(const char *fn, unswag_activation act, unswag_dtype dtype, Call c,
+                  std::initializer_list<ArgPtr> ptrs) {
+  unswag_status s = unswag_gated_validate(fn, act, dtype, c.n, any_null(ptrs));
+  if (s != UNSWAG_OK) return s;
+  if ((s = device_checks(fn, c.n, ptrs, &c.dev)) != UNSWAG_OK || c.n == 0) return s;
+  c.mode = mode_for(or_of(ptrs), unswag_dtype_size(dtype));
+  dispatch<FWD>(c, act, dtype);
+  return launch_status(fn);
 }
 
 }  // namespace
@@ -219,58 +230,17 @@ extern "C" {
 
 unswag_status unswag_gated_forward_cuda(unswag_activation act, unswag_dtype dtype, const void *g,
                                         const void *u, void *h, size_t n, void *stream) {
-  static const char fn[] = "unswag_gated_forward_cuda";
-  unswag_status s = unswag_gated_validate(fn, act, dtype, n, !g || !u || !h);
-  if (s != UNSWAG_OK) return s;
-  int dev = 0;  // before the n == 0 return: without a device even n = 0 says so
-  if ((s = current_device(fn, &dev)) != UNSWAG_OK) return s;
-  if (n == 0) return UNSWAG_OK;
-  if ((s = check_pointer(fn, "g", g, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "u", u, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "h", h, dev)) != UNSWAG_OK) return s;
-
-  Call c;
-  memset(&c, 0, sizeof c);
-  c.g = g;
-  c.u = u;
-  c.h = h;
-  c.n = n;
-  c.dev = dev;
-  c.mode = mode_for((uintptr_t)g | (uintptr_t)u | (uintptr_t)h, unswag_dtype_size(dtype));
-  c.stream = (cudaStream_t)stream;
-  dispatch<true>(c, act, dtype);
-  return launch_status(fn);
+  // fields dh, g, u, h, dg, du, n, dev, mode, stream (dev and mode: set by run)
+  const Call c = {nullptr, g, u, h, nullptr, nullptr, n, 0, 0, (cudaStream_t)stream};
+  return run<true>("unswag_gated_forward_cuda", act, dtype, c, {{"g", g}, {"u", u}, {"h", h}});
 }
 
-unswag_status unswag_gated_backward_cuda(unswag_activation act, unswag_dtype dtype,
-                                         const void *dh, const void *g, const void *u, void *dg,
-                                         void *du, size_t n, void *stream) {
-  static const char fn[] = "unswag_gated_backward_cuda";
-  unswag_status s = unswag_gated_validate(fn, act, dtype, n, !dh || !g || !u || !dg || !du);
-  if (s != UNSWAG_OK) return s;
-  int dev = 0;  // before the n == 0 return: without a device even n = 0 says so
-  if ((s = current_device(fn, &dev)) != UNSWAG_OK) return s;
-  if (n == 0) return UNSWAG_OK;
-  if ((s = check_pointer(fn, "dh", dh, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "g", g, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "u", u, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "dg", dg, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "du", du, dev)) != UNSWAG_OK) return s;
-
-  Call c;
-  memset(&c, 0, sizeof c);
-  c.dh = dh;
-  c.g = g;
-  c.u = u;
-  c.dg = dg;
-  c.du = du;
-  c.n = n;
-  c.dev = dev;
-  c.mode = mode_for((uintptr_t)dh | (uintptr_t)g | (uintptr_t)u | (uintptr_t)dg | (uintptr_t)du,
-                    unswag_dtype_size(dtype));
-  c.stream = (cudaStream_t)stream;
-  dispatch<false>(c, act, dtype);
-  return launch_status(fn);
+unswag_status unswag_gated_backward_cuda(unswag_activation act, unswag_dtype dtype, const void *dh,
+                                         const void *g, const void *u, void *dg, void *du, size_t n,
+                                         void *stream) {
+  const Call c = {dh, g, u, nullptr, dg, du, n, 0, 0, (cudaStream_t)stream};
+  return run<false>("unswag_gated_backward_cuda", act, dtype, c,
+                    {{"dh", dh}, {"g", g}, {"u", u}, {"dg", dg}, {"du", du}});
 }
 
 }  // extern "C"

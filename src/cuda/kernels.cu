@@ -116,15 +116,15 @@ __host__ __device__ constexpr int unroll_of(int shape) {
 
 template <int BITS>
 struct FwdArgs {
-  float slope, lo, hi;         // exact family (relu6: lo = 0, hi = 6)
-  uint32_t lo_out, hi_out;     // lo, hi in the output dtype (clamp targets)
-  float b[(1 << BITS) - 1];    // smooth: boundaries
+  float slope, lo, hi;       // exact family (relu6: lo = 0, hi = 6)
+  uint32_t lo_out, hi_out;   // lo, hi in the output dtype (clamp targets)
+  float b[(1 << BITS) - 1];  // smooth: boundaries
 };
 
 template <int BITS>
 struct BwdArgs {
-  float slope;                 // leaky_relu
-  float l[1 << BITS];          // smooth: levels
+  float slope;         // leaky_relu
+  float l[1 << BITS];  // smooth: levels
 };
 
 // ---- element values: bits in a uint32_t (16-bit dtypes zero-extended) ----------
@@ -312,7 +312,8 @@ struct BwdMath {
 
 // Group g (elements 8g .. 8g+7) into e[0..8).
 template <int ES, bool VEC>
-__device__ __forceinline__ void load_group(const uint8_t *p, size_t g, uint32_t e[8], bool bytewise) {
+__device__ __forceinline__ void load_group(const uint8_t *p, size_t g, uint32_t e[8],
+                                           bool bytewise) {
   if constexpr (VEC && ES == 2) {
     const uint4 v = load16(p, g);
     const uint32_t w[4] = {v.x, v.y, v.z, v.w};
@@ -333,7 +334,8 @@ __device__ __forceinline__ void load_group(const uint8_t *p, size_t g, uint32_t 
 }
 
 template <int ES, bool VEC>
-__device__ __forceinline__ void store_group(uint8_t *p, size_t g, const uint32_t e[8], bool bytewise) {
+__device__ __forceinline__ void store_group(uint8_t *p, size_t g, const uint32_t e[8],
+                                            bool bytewise) {
   if constexpr (VEC && ES == 2) {
     uint4 v;
     v.x = e[0] | (e[1] << 16);
@@ -458,8 +460,8 @@ __global__ void __launch_bounds__(threads_of(fwd_shape(ACT, DT)))
 
 template <int KIND, int DT, int BITS, bool VEC>
 __global__ void __launch_bounds__(threads_of(kStream))
-    backward_kernel(const uint8_t *dy, const uint8_t *codes, uint8_t *dx, size_t n,
-                    BwdArgs<BITS> a, int flags) {
+    backward_kernel(const uint8_t *dy, const uint8_t *codes, uint8_t *dx, size_t n, BwdArgs<BITS> a,
+                    int flags) {
   constexpr int ES = elem_size(DT);
   constexpr uint32_t mask = (1u << BITS) - 1u;
   const bool wide = flags & kWideCodes;
@@ -516,9 +518,9 @@ __global__ void __launch_bounds__(threads_of(kStream))
 
 // What a launcher needs besides the codebook.
 struct Call {
-  const void *in;     // x or dy
+  const void *in;  // x or dy
   const uint8_t *codes_in;
-  void *out;          // y or dx
+  void *out;  // y or dx
   uint8_t *codes_out;
   size_t n;
   int dev;
@@ -530,10 +532,19 @@ struct Call {
   unswag_dtype dtype;
 };
 
-template <int ACT, int DT, int BITS, bool VEC>
-void launch_forward(const Call &c) {
-  static std::atomic<int> cache[kMaxDevices];
-  auto kernel = forward_kernel<ACT, DT, BITS, VEC>;
+// One launch of kernel(args...) in a shape's T threads a block, with blocks for
+// c.n elements at U groups of 8 a thread, at most what the device runs at once
+// (grid_limit, kept in the launcher's cache).
+template <int SHAPE, class Kernel, class... Args>
+void launch(std::atomic<int> *cache, const Call &c, Kernel kernel, Args... args) {
+  constexpr int T = threads_of(SHAPE), U = unroll_of(SHAPE);
+  const unsigned blocks =
+      grid_size(c.n, (size_t)T * U * 8, grid_limit(cache, c.dev, (const void *)kernel, T));
+  kernel<<<blocks, T, 0, c.stream>>>(args...);
+}
+
+template <int ACT, int DT, int BITS>
+FwdArgs<BITS> forward_args(const Call &c) {
   FwdArgs<BITS> a;
   memset(&a, 0, sizeof a);
   a.slope = c.op->slope;
@@ -550,111 +561,89 @@ void launch_forward(const Call &c) {
     a.hi_out = us_f32_to_f16(a.hi);
   }
   if constexpr (!is_exact(ACT)) memcpy(a.b, c.cb->boundaries, sizeof a.b);
-  constexpr int T = threads_of(fwd_shape(ACT, DT)), U = unroll_of(fwd_shape(ACT, DT));
-  const unsigned blocks =
-      grid_size(c.n, (size_t)T * U * 8, grid_limit(cache, c.dev, (const void *)kernel, T));
-  kernel<<<blocks, T, 0, c.stream>>>((const uint8_t *)c.in, (uint8_t *)c.out, c.codes_out,
-                                     c.n, a, c.flags);
+  return a;
+}
+
+template <int ACT, int DT, int BITS, bool VEC>
+void launch_forward(const Call &c) {
+  static std::atomic<int> cache[kMaxDevices];
+  launch<fwd_shape(ACT, DT)>(cache, c, forward_kernel<ACT, DT, BITS, VEC>, (const uint8_t *)c.in,
+                             (uint8_t *)c.out, c.codes_out, c.n, forward_args<ACT, DT, BITS>(c),
+                             c.flags);
 }
 
 template <int KIND, int DT, int BITS, bool VEC>
 void launch_backward(const Call &c) {
   static std::atomic<int> cache[kMaxDevices];
-  auto kernel = backward_kernel<KIND, DT, BITS, VEC>;
   BwdArgs<BITS> a;
   memset(&a, 0, sizeof a);
   a.slope = c.op->slope;
   if constexpr (KIND == kScale) memcpy(a.l, c.cb->levels, sizeof a.l);
-  constexpr int T = threads_of(kStream), U = unroll_of(kStream);
-  const unsigned blocks =
-      grid_size(c.n, (size_t)T * U * 8, grid_limit(cache, c.dev, (const void *)kernel, T));
-  kernel<<<blocks, T, 0, c.stream>>>((const uint8_t *)c.in, c.codes_in, (uint8_t *)c.out,
-                                     c.n, a, c.flags);
+  launch<kStream>(cache, c, backward_kernel<KIND, DT, BITS, VEC>, (const uint8_t *)c.in, c.codes_in,
+                  (uint8_t *)c.out, c.n, a, c.flags);
 }
 
-// ---- dispatch: (activation, dtype, bits, vec) -> one specialised kernel --------------
+// ---- dispatch: (direction, activation or kind, dtype, bits, vec) -> one kernel ---------
+// A: the activation (forward) or the backward kind (kSelect, kLeaky, kScale).
 
-template <int ACT, int DT, int BITS>
-void forward_vec(const Call &c) {
-  if (c.vec) launch_forward<ACT, DT, BITS, true>(c);
-  else launch_forward<ACT, DT, BITS, false>(c);
+template <bool FWD, int A, int DT, int BITS>
+void by_vec(const Call &c) {
+  if constexpr (FWD) {
+    if (c.vec) launch_forward<A, DT, BITS, true>(c);
+    else launch_forward<A, DT, BITS, false>(c);
+  } else {
+    if (c.vec) launch_backward<A, DT, BITS, true>(c);
+    else launch_backward<A, DT, BITS, false>(c);
+  }
 }
 
-template <int ACT, int DT>
-void forward_bits(const Call &c) {
-  if constexpr (is_exact(ACT)) {
-    forward_vec<ACT, DT, 1>(c);
+// Only smooth activations (forward) and kScale (backward) depend on bits.
+template <bool FWD, int A, int DT>
+void by_bits(const Call &c) {
+  if constexpr (FWD ? is_exact(A) : A != kScale) {
+    by_vec<FWD, A, DT, 1>(c);
   } else {
     switch (c.op->bits) {
-      case 1: forward_vec<ACT, DT, 1>(c); break;
-      case 2: forward_vec<ACT, DT, 2>(c); break;
-      case 4: forward_vec<ACT, DT, 4>(c); break;
-      default: forward_vec<ACT, DT, 8>(c); break;
+      case 1: by_vec<FWD, A, DT, 1>(c); break;
+      case 2: by_vec<FWD, A, DT, 2>(c); break;
+      case 4: by_vec<FWD, A, DT, 4>(c); break;
+      default: by_vec<FWD, A, DT, 8>(c); break;
     }
   }
 }
 
-template <int ACT>
-void forward_dtype(const Call &c) {
+template <bool FWD, int A>
+void by_dtype(const Call &c) {
   switch (c.dtype) {
-    case UNSWAG_F32: forward_bits<ACT, UNSWAG_F32>(c); break;
-    case UNSWAG_F16: forward_bits<ACT, UNSWAG_F16>(c); break;
-    default: forward_bits<ACT, UNSWAG_BF16>(c); break;
+    case UNSWAG_F32: by_bits<FWD, A, UNSWAG_F32>(c); break;
+    case UNSWAG_F16: by_bits<FWD, A, UNSWAG_F16>(c); break;
+    default: by_bits<FWD, A, UNSWAG_BF16>(c); break;
   }
 }
 
 void forward_dispatch(const Call &c) {
   switch (c.op->act) {
-    case UNSWAG_RELU: forward_dtype<UNSWAG_RELU>(c); break;
-    case UNSWAG_LEAKY_RELU: forward_dtype<UNSWAG_LEAKY_RELU>(c); break;
-    case UNSWAG_RELU6: forward_dtype<UNSWAG_RELU6>(c); break;
-    case UNSWAG_HARDTANH: forward_dtype<UNSWAG_HARDTANH>(c); break;
-    case UNSWAG_SILU: forward_dtype<UNSWAG_SILU>(c); break;
-    case UNSWAG_GELU: forward_dtype<UNSWAG_GELU>(c); break;
-    default: forward_dtype<UNSWAG_GELU_TANH>(c); break;
-  }
-}
-
-template <int KIND, int DT, int BITS>
-void backward_vec(const Call &c) {
-  if (c.vec) launch_backward<KIND, DT, BITS, true>(c);
-  else launch_backward<KIND, DT, BITS, false>(c);
-}
-
-template <int KIND, int DT>
-void backward_bits(const Call &c) {
-  if constexpr (KIND != kScale) {
-    backward_vec<KIND, DT, 1>(c);
-  } else {
-    switch (c.op->bits) {
-      case 1: backward_vec<KIND, DT, 1>(c); break;
-      case 2: backward_vec<KIND, DT, 2>(c); break;
-      case 4: backward_vec<KIND, DT, 4>(c); break;
-      default: backward_vec<KIND, DT, 8>(c); break;
-    }
-  }
-}
-
-template <int KIND>
-void backward_dtype(const Call &c) {
-  switch (c.dtype) {
-    case UNSWAG_F32: backward_bits<KIND, UNSWAG_F32>(c); break;
-    case UNSWAG_F16: backward_bits<KIND, UNSWAG_F16>(c); break;
-    default: backward_bits<KIND, UNSWAG_BF16>(c); break;
+    case UNSWAG_RELU: by_dtype<true, UNSWAG_RELU>(c); break;
+    case UNSWAG_LEAKY_RELU: by_dtype<true, UNSWAG_LEAKY_RELU>(c); break;
+    case UNSWAG_RELU6: by_dtype<true, UNSWAG_RELU6>(c); break;
+    case UNSWAG_HARDTANH: by_dtype<true, UNSWAG_HARDTANH>(c); break;
+    case UNSWAG_SILU: by_dtype<true, UNSWAG_SILU>(c); break;
+    case UNSWAG_GELU: by_dtype<true, UNSWAG_GELU>(c); break;
+    default: by_dtype<true, UNSWAG_GELU_TANH>(c); break;
   }
 }
 
 void backward_dispatch(const Call &c) {
-  if (c.op->act == UNSWAG_LEAKY_RELU) backward_dtype<kLeaky>(c);
-  else if (is_exact(c.op->act)) backward_dtype<kSelect>(c);
-  else backward_dtype<kScale>(c);
+  if (c.op->act == UNSWAG_LEAKY_RELU) by_dtype<false, kLeaky>(c);
+  else if (is_exact(c.op->act)) by_dtype<false, kSelect>(c);
+  else by_dtype<false, kScale>(c);
 }
 
-// ---- checks shared by both entry points --------------------------------------------
+// ---- what both entry points share ----------------------------------------------------
 
 // Validation in the CPU order (op, dtype, sizes, null pointers); fills *cb.
-unswag_status validate(const char *fn, const unswag_op *op, unswag_dtype dtype, const void *in,
-                       const void *out, const void *codes, size_t n, unswag_codebook *cb) {
+unswag_status validate(const char *fn, const unswag_op *op, unswag_dtype dtype, size_t n,
+                       bool any_null, unswag_codebook *cb) {
   unswag_status s = unswag_resolve_op(op, cb);
   if (s != UNSWAG_OK) return s;
   if (unswag_dtype_size(dtype) == 0)
@@ -662,9 +651,9 @@ unswag_status validate(const char *fn, const unswag_op *op, unswag_dtype dtype, 
   size_t nbytes;
   s = unswag_code_bytes(n, op->bits, &nbytes);
   if (s != UNSWAG_OK) return s;
-  if (n > 0 && (!in || !out || !codes))
-    return unswag_fail(UNSWAG_ERR_NULL_POINTER, "%s: NULL data or code pointer with n = %zu",
-                       fn, n);
+  if (n > 0 && any_null)
+    return unswag_fail(UNSWAG_ERR_NULL_POINTER, "%s: NULL data or code pointer with n = %zu", fn,
+                       n);
   return UNSWAG_OK;
 }
 
@@ -675,6 +664,27 @@ int flags_for(uintptr_t data_ptrs_or, uintptr_t codes, int bits, size_t es) {
   return f;
 }
 
+// Checks, then one launch.  in/out: x/y (forward: codes_out set) or dy/dx
+// (backward: codes_in set); ptrs: the caller's pointers, in its order.
+unswag_status run(const char *fn, void (*dispatch)(const Call &), const unswag_op *op,
+                  unswag_dtype dtype, const void *in, const uint8_t *codes_in, void *out,
+                  uint8_t *codes_out, size_t n, cudaStream_t stream,
+                  std::initializer_list<ArgPtr> ptrs) {
+  unswag_codebook cb;
+  memset(&cb, 0, sizeof cb);
+  unswag_status s = validate(fn, op, dtype, n, any_null(ptrs), &cb);
+  if (s != UNSWAG_OK) return s;
+  int dev = 0;
+  if ((s = device_checks(fn, n, ptrs, &dev)) != UNSWAG_OK || n == 0) return s;
+  const uintptr_t data = (uintptr_t)in | (uintptr_t)out;
+  const uintptr_t codes = (uintptr_t)codes_in | (uintptr_t)codes_out;  // one is null
+  const int flags = flags_for(data, codes, op->bits, unswag_dtype_size(dtype));
+  const bool vec = data % 16 == 0;
+  const Call c = {in, codes_in, out, codes_out, n, dev, vec, flags, stream, op, &cb, dtype};
+  dispatch(c);
+  return launch_status(fn);
+}
+
 }  // namespace
 
 // ---- entry points ------------------------------------------------------------------
@@ -683,68 +693,16 @@ extern "C" {
 
 int unswag_cuda_built(void) { return 1; }
 
-unswag_status unswag_forward_cuda(const unswag_op *op, unswag_dtype dtype, const void *x,
-                                  void *y, uint8_t *codes, size_t n, void *stream) {
-  static const char fn[] = "unswag_forward_cuda";
-  unswag_codebook cb;
-  memset(&cb, 0, sizeof cb);
-  unswag_status s = validate(fn, op, dtype, x, y, codes, n, &cb);
-  if (s != UNSWAG_OK) return s;
-  int dev = 0;  // before the n == 0 return: without a device even n = 0 says so
-  if ((s = current_device(fn, &dev)) != UNSWAG_OK) return s;
-  if (n == 0) return UNSWAG_OK;
-  if ((s = check_pointer(fn, "x", x, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "y", y, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "codes", codes, dev)) != UNSWAG_OK) return s;
-
-  const uintptr_t data = (uintptr_t)x | (uintptr_t)y;
-  Call c;
-  c.in = x;
-  c.codes_in = nullptr;
-  c.out = y;
-  c.codes_out = codes;
-  c.n = n;
-  c.dev = dev;
-  c.vec = data % 16 == 0;
-  c.flags = flags_for(data, (uintptr_t)codes, op->bits, unswag_dtype_size(dtype));
-  c.stream = (cudaStream_t)stream;
-  c.op = op;
-  c.cb = &cb;
-  c.dtype = dtype;
-  forward_dispatch(c);
-  return launch_status(fn);
+unswag_status unswag_forward_cuda(const unswag_op *op, unswag_dtype dtype, const void *x, void *y,
+                                  uint8_t *codes, size_t n, void *stream) {
+  return run("unswag_forward_cuda", forward_dispatch, op, dtype, x, nullptr, y, codes, n,
+             (cudaStream_t)stream, {{"x", x}, {"y", y}, {"codes", codes}});
 }
 
 unswag_status unswag_backward_cuda(const unswag_op *op, unswag_dtype dtype, const void *dy,
                                    const uint8_t *codes, void *dx, size_t n, void *stream) {
-  static const char fn[] = "unswag_backward_cuda";
-  unswag_codebook cb;
-  memset(&cb, 0, sizeof cb);
-  unswag_status s = validate(fn, op, dtype, dy, dx, codes, n, &cb);
-  if (s != UNSWAG_OK) return s;
-  int dev = 0;  // before the n == 0 return: without a device even n = 0 says so
-  if ((s = current_device(fn, &dev)) != UNSWAG_OK) return s;
-  if (n == 0) return UNSWAG_OK;
-  if ((s = check_pointer(fn, "dy", dy, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "codes", codes, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "dx", dx, dev)) != UNSWAG_OK) return s;
-
-  const uintptr_t data = (uintptr_t)dy | (uintptr_t)dx;
-  Call c;
-  c.in = dy;
-  c.codes_in = codes;
-  c.out = dx;
-  c.codes_out = nullptr;
-  c.n = n;
-  c.dev = dev;
-  c.vec = data % 16 == 0;
-  c.flags = flags_for(data, (uintptr_t)codes, op->bits, unswag_dtype_size(dtype));
-  c.stream = (cudaStream_t)stream;
-  c.op = op;
-  c.cb = &cb;
-  c.dtype = dtype;
-  backward_dispatch(c);
-  return launch_status(fn);
+  return run("unswag_backward_cuda", backward_dispatch, op, dtype, dy, codes, dx, nullptr, n,
+             (cudaStream_t)stream, {{"dy", dy}, {"codes", codes}, {"dx", dx}});
 }
 
 }  // extern "C"

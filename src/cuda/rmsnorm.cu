@@ -70,8 +70,8 @@ __device__ __forceinline__ void load_group(const uint8_t *row, size_t v, size_t 
 }
 
 template <int ES, bool VEC>
-__device__ __forceinline__ void store_group(uint8_t *row, size_t v, size_t cols, const uint32_t e[8],
-                                            bool bytewise) {
+__device__ __forceinline__ void store_group(uint8_t *row, size_t v, size_t cols,
+                                            const uint32_t e[8], bool bytewise) {
   const size_t i0 = v * 8;
   if constexpr (VEC && ES == 2) {
     uint4 q = make_uint4(0, 0, 0, 0);
@@ -125,6 +125,24 @@ __device__ __forceinline__ size_t lane_group(size_t base, int k) {
   return base + (size_t)(wi + k * NW) * 32 + j;
 }
 
+// The row's sum of group_sum(v), the pair8 sum of group v's 8 terms, over the
+// groups v < groups in the fixed order: lane accumulators, then block_sum.
+template <int NW, typename Acc, class GroupSum>
+__device__ __forceinline__ Acc row_sum(size_t groups, Acc *sets, GroupSum group_sum) {
+  constexpr int SP = 8 / NW;  // lane sets of this thread
+  Acc acc[SP];
+#pragma unroll
+  for (int k = 0; k < SP; ++k) acc[k] = 0;
+  for (size_t base = 0; base < groups; base += US_RMS_LANES) {
+#pragma unroll
+    for (int k = 0; k < SP; ++k) {
+      const size_t v = lane_group<NW>(base, k);
+      if (v < groups) acc[k] = acc[k] + group_sum(v);
+    }
+  }
+  return block_sum<Acc, NW>(acc, sets);
+}
+
 template <int DT>
 __device__ __forceinline__ typename AccOf<DT>::T square_term(uint32_t x) {
   const float xf = us_rms_to_f32(DT, x);
@@ -148,30 +166,20 @@ __global__ void __launch_bounds__(NW * 32)
     rms_forward_kernel(const uint8_t *x, const uint8_t *w, uint8_t *y, float *rstd, size_t rows,
                        size_t cols, float eps, bool bytewise) {
   using Acc = typename AccOf<DT>::T;
-  constexpr int ES = elem_size(DT), SP = 8 / NW, T = NW * 32;
+  constexpr int ES = elem_size(DT), T = NW * 32;
   __shared__ Acc sets[8];
   const size_t groups = (cols + 7) / 8, rb = cols * ES;
   for (size_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const uint8_t *xr = x + r * rb;
     uint8_t *yr = y + r * rb;
-    Acc acc[SP];
+    const Acc sum = row_sum<NW>(groups, sets, [&](size_t v) {
+      uint32_t e[8];
+      load_group<ES, VEC>(xr, v, cols, e, bytewise);
+      Acc t[8];
 #pragma unroll
-    for (int k = 0; k < SP; ++k) acc[k] = 0;
-    for (size_t base = 0; base < groups; base += US_RMS_LANES) {
-#pragma unroll
-      for (int k = 0; k < SP; ++k) {
-        const size_t v = lane_group<NW>(base, k);
-        if (v < groups) {
-          uint32_t e[8];
-          load_group<ES, VEC>(xr, v, cols, e, bytewise);
-          Acc t[8];
-#pragma unroll
-          for (int q = 0; q < 8; ++q) t[q] = square_term<DT>(e[q]);
-          acc[k] = acc[k] + pair8(t);
-        }
-      }
-    }
-    const Acc sum = block_sum<Acc, NW>(acc, sets);
+      for (int q = 0; q < 8; ++q) t[q] = square_term<DT>(e[q]);
+      return pair8(t);
+    });
     float rs;
     if constexpr (DT == UNSWAG_F32) rs = us_rms_rstd_d(sum, cols, eps);
     else rs = us_rms_rstd_f(sum, cols, eps);
@@ -194,7 +202,7 @@ __global__ void __launch_bounds__(NW * 32)
                         uint8_t *dx, float *ws, size_t rows, size_t cols, size_t per,
                         bool bytewise) {
   using Acc = typename AccOf<DT>::T;
-  constexpr int ES = elem_size(DT), SP = 8 / NW, T = NW * 32;
+  constexpr int ES = elem_size(DT), T = NW * 32;
   __shared__ Acc sets[8];
   const size_t groups = (cols + 7) / 8, rb = cols * ES;
   const size_t r0 = (size_t)blockIdx.x * per, r1 = rows - r0 < per ? rows : r0 + per;
@@ -203,26 +211,16 @@ __global__ void __launch_bounds__(NW * 32)
     const uint8_t *dyr = dy + r * rb, *xr = x + r * rb;
     uint8_t *dxr = dx + r * rb;
     const float rs = rstd[r];
-    Acc acc[SP];
+    const Acc sum = row_sum<NW>(groups, sets, [&](size_t v) {
+      uint32_t ed[8], ex[8], ew[8];
+      load_group<ES, VEC>(dyr, v, cols, ed, bytewise);
+      load_group<ES, VEC>(xr, v, cols, ex, bytewise);
+      load_group<ES, VEC>(w, v, cols, ew, bytewise);
+      Acc t[8];
 #pragma unroll
-    for (int k = 0; k < SP; ++k) acc[k] = 0;
-    for (size_t base = 0; base < groups; base += US_RMS_LANES) {
-#pragma unroll
-      for (int k = 0; k < SP; ++k) {
-        const size_t v = lane_group<NW>(base, k);
-        if (v < groups) {
-          uint32_t ed[8], ex[8], ew[8];
-          load_group<ES, VEC>(dyr, v, cols, ed, bytewise);
-          load_group<ES, VEC>(xr, v, cols, ex, bytewise);
-          load_group<ES, VEC>(w, v, cols, ew, bytewise);
-          Acc t[8];
-#pragma unroll
-          for (int q = 0; q < 8; ++q) t[q] = dot_term<DT>(ed[q], ex[q], ew[q], rs);
-          acc[k] = acc[k] + pair8(t);
-        }
-      }
-    }
-    const Acc sum = block_sum<Acc, NW>(acc, sets);
+      for (int q = 0; q < 8; ++q) t[q] = dot_term<DT>(ed[q], ex[q], ew[q], rs);
+      return pair8(t);
+    });
     float mean;
     if constexpr (DT == UNSWAG_F32) mean = us_rms_mean_d(sum, cols);
     else mean = us_rms_mean_f(sum, cols);
@@ -267,8 +265,8 @@ struct Call {
   size_t rows, cols;
   float eps;
   int dev;
-  bool vec, bytewise;
   cudaStream_t stream;
+  bool vec, bytewise;  // set by access_mode
 };
 
 // Warps a block: enough for one 8-element group a thread per 256-lane trip.
@@ -292,12 +290,12 @@ template <int DT, int NW, bool VEC>
 void launch_backward(const Call &c) {
   const size_t per = us_rms_chunk_rows(c.rows), chunks = us_rms_chunks(c.rows);
   rms_backward_kernel<DT, NW, VEC><<<(unsigned)chunks, NW * 32, 0, c.stream>>>(
-      (const uint8_t *)c.dy, (const uint8_t *)c.x, (const uint8_t *)c.w, c.rstd_in,
-      (uint8_t *)c.dx, c.ws, c.rows, c.cols, per, c.bytewise);
+      (const uint8_t *)c.dy, (const uint8_t *)c.x, (const uint8_t *)c.w, c.rstd_in, (uint8_t *)c.dx,
+      c.ws, c.rows, c.cols, per, c.bytewise);
   static std::atomic<int> cache[kMaxDevices];
-  const unsigned blocks = grid_size(
-      c.cols, kFinalizeThreads,
-      grid_limit(cache, c.dev, (const void *)rms_dw_finalize_kernel, kFinalizeThreads));
+  const unsigned blocks =
+      grid_size(c.cols, kFinalizeThreads,
+                grid_limit(cache, c.dev, (const void *)rms_dw_finalize_kernel, kFinalizeThreads));
   rms_dw_finalize_kernel<<<blocks, kFinalizeThreads, 0, c.stream>>>(c.ws, c.dw, chunks, c.cols);
 }
 
@@ -344,88 +342,64 @@ void access_mode(Call &c, uintptr_t data_or, size_t es) {
 
 extern "C" {
 
-unswag_status unswag_rmsnorm_forward_cuda(unswag_dtype dtype, const void *x, const void *w,
-                                          void *y, float *rstd, size_t rows, size_t cols,
-                                          float eps, float weight_offset, void *stream) {
+unswag_status unswag_rmsnorm_forward_cuda(unswag_dtype dtype, const void *x, const void *w, void *y,
+                                          float *rstd, size_t rows, size_t cols, float eps,
+                                          float weight_offset, void *stream) {
   static const char fn[] = "unswag_rmsnorm_forward_cuda";
   unswag_status s =
       unswag_rmsnorm_forward_check(fn, dtype, x, w, y, rstd, rows, cols, eps, weight_offset);
   if (s != UNSWAG_OK || rows == 0) return s;
-  const size_t es = unswag_dtype_size(dtype);
   int dev = 0;
-  if ((s = current_device(fn, &dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "x", x, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "w", w, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "y", y, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "rstd", rstd, dev)) != UNSWAG_OK) return s;
-
-  Call c;
-  memset(&c, 0, sizeof c);
-  c.x = x;
-  c.w = w;
-  c.y = y;
-  c.rstd_out = rstd;
-  c.rows = rows;
-  c.cols = cols;
-  c.eps = eps;
-  c.dev = dev;
-  c.stream = (cudaStream_t)stream;
-  access_mode(c, (uintptr_t)x | (uintptr_t)w | (uintptr_t)y, es);
+  s = device_checks(fn, rows, {{"x", x}, {"w", w}, {"y", y}, {"rstd", rstd}}, &dev);
+  if (s != UNSWAG_OK) return s;
+  Call c = {/*dy=*/nullptr,      x,    w,
+            /*rstd_in=*/nullptr, y,
+            /*dx=*/nullptr,
+            /*rstd_out=*/rstd,
+            /*dw=*/nullptr,
+            /*ws=*/nullptr,      rows, cols, eps, dev, (cudaStream_t)stream};
+  access_mode(c, (uintptr_t)x | (uintptr_t)w | (uintptr_t)y, unswag_dtype_size(dtype));
   dispatch<true>(c, dtype);
   return launch_status(fn);
 }
 
 unswag_status unswag_rmsnorm_backward_cuda(unswag_dtype dtype, const void *dy, const void *x,
                                            const void *w, const float *rstd, void *dx,
-                                           float *dw_accum, void *workspace,
-                                           size_t workspace_bytes, size_t rows, size_t cols,
-                                           float weight_offset, void *stream) {
+                                           float *dw_accum, void *workspace, size_t workspace_bytes,
+                                           size_t rows, size_t cols, float weight_offset,
+                                           void *stream) {
   static const char fn[] = "unswag_rmsnorm_backward_cuda";
-  unswag_status s = unswag_rmsnorm_validate(fn, dtype, rows, cols, 0, 0.0f, weight_offset,
-                                            !dy || !x || !w || !rstd || !dx || !dw_accum);
+  const unswag_workspace ws = {workspace, workspace_bytes};
+  unswag_status s = unswag_rmsnorm_backward_check(fn, dtype, dy, x, w, rstd, dx, dw_accum, rows,
+                                                  cols, weight_offset, &ws);
   if (s != UNSWAG_OK || rows == 0) return s;
-  size_t need = 0;
-  if ((s = unswag_rmsnorm_workspace_bytes(rows, cols, &need)) != UNSWAG_OK) return s;
-  if (!workspace)
-    return unswag_fail(UNSWAG_ERR_NULL_POINTER, "%s: workspace is NULL (%zu bytes needed)", fn,
-                       need);
-  if (workspace_bytes < need)
-    return unswag_fail(UNSWAG_ERR_BAD_PARAM,
-                       "%s: workspace of %zu bytes, %zu needed (unswag_rmsnorm_workspace_bytes)",
-                       fn, workspace_bytes, need);
-  const size_t es = unswag_dtype_size(dtype), bytes = rows * cols * es;
-  const unswag_span spans[] = {{"dy", dy, bytes, 0, 4},        {"x", x, bytes, 0, -1},
-                               {"w", w, cols * es, 0, -1},     {"rstd", rstd, rows * 4, 0, -1},
-                               {"dx", dx, bytes, 1, 0},        {"dw_accum", dw_accum, cols * 4, 1, -1},
-                               {"workspace", workspace, need, 1, -1}};
-  if ((s = unswag_rmsnorm_check_overlap(fn, spans, 7)) != UNSWAG_OK) return s;
-  if ((s = unswag_check_f32_aligned(fn, "rstd", rstd)) != UNSWAG_OK) return s;
-  if ((s = unswag_check_f32_aligned(fn, "dw_accum", dw_accum)) != UNSWAG_OK) return s;
-  if ((s = unswag_check_f32_aligned(fn, "workspace", workspace)) != UNSWAG_OK) return s;
   int dev = 0;
-  if ((s = current_device(fn, &dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "dy", dy, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "x", x, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "w", w, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "rstd", rstd, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "dx", dx, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "dw_accum", dw_accum, dev)) != UNSWAG_OK) return s;
-  if ((s = check_pointer(fn, "workspace", workspace, dev)) != UNSWAG_OK) return s;
-
-  Call c;
-  memset(&c, 0, sizeof c);
-  c.dy = dy;
-  c.x = x;
-  c.w = w;
-  c.rstd_in = rstd;
-  c.dx = dx;
-  c.dw = dw_accum;
-  c.ws = (float *)workspace;
-  c.rows = rows;
-  c.cols = cols;
-  c.dev = dev;
-  c.stream = (cudaStream_t)stream;
-  access_mode(c, (uintptr_t)dy | (uintptr_t)x | (uintptr_t)w | (uintptr_t)dx, es);
+  s = device_checks(fn, rows,
+                    {{"dy", dy},
+                     {"x", x},
+                     {"w", w},
+                     {"rstd", rstd},
+                     {"dx", dx},
+                     {"dw_accum", dw_accum},
+                     {"workspace", workspace}},
+                    &dev);
+  if (s != UNSWAG_OK) return s;
+  Call c = {dy,
+            x,
+            w,
+            rstd,
+            /*y=*/nullptr,
+            dx,
+            /*rstd_out=*/nullptr,
+            /*dw=*/dw_accum,
+            /*ws=*/(float *)workspace,
+            rows,
+            cols,
+            /*eps=*/0.0f,
+            dev,
+            (cudaStream_t)stream};
+  access_mode(c, (uintptr_t)dy | (uintptr_t)x | (uintptr_t)w | (uintptr_t)dx,
+              unswag_dtype_size(dtype));
   dispatch<false>(c, dtype);
   return launch_status(fn);
 }

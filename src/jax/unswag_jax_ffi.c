@@ -223,56 +223,58 @@ static int name_is(const XLA_FFI_ByteSpan *s, const char *name) {
   return s->len == len && memcmp(s->ptr, name, len) == 0;
 }
 
+/* NULL when attribute `name` is of kind `want`, else an error saying it must be `what`. */
+static XLA_FFI_Error *attr_kind(const XLA_FFI_Api *api, const char *fn, const char *name,
+                                XLA_FFI_AttrType type, XLA_FFI_AttrType want, const char *what) {
+  if (type == want) return NULL;
+  return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT, "%s: attribute %s must be %s", fn,
+                   name, what);
+}
+
+static XLA_FFI_Error *attr_dtype_error(const XLA_FFI_Api *api, const char *fn, const char *name,
+                                       const char *what, XLA_FFI_DataType got) {
+  return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                   "%s: attribute %s must be %s (got XLA type %d)", fn, name, what, (int)got);
+}
+
 static XLA_FFI_Error *scalar_int(const XLA_FFI_Api *api, const char *fn, const char *name,
                                  XLA_FFI_AttrType type, void *attr, int *out) {
-  if (type != XLA_FFI_AttrType_SCALAR)
-    return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
-                     "%s: attribute %s must be an integer scalar", fn, name);
+  XLA_FFI_Error *err = attr_kind(api, fn, name, type, XLA_FFI_AttrType_SCALAR, "an integer scalar");
+  if (err) return err;
   const XLA_FFI_Scalar *s = (const XLA_FFI_Scalar *)attr;
-  switch (s->dtype) {
-    case XLA_FFI_DataType_S32: *out = *(const int32_t *)s->value; return NULL;
-    case XLA_FFI_DataType_S64: {
-      int64_t v = *(const int64_t *)s->value;
-      if (v < INT32_MIN || v > INT32_MAX)
-        return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
-                         "%s: attribute %s = %lld is out of range", fn, name, (long long)v);
-      *out = (int)v;
-      return NULL;
-    }
-    default:
-      return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
-                       "%s: attribute %s must be int32 or int64 (got XLA type %d)", fn, name,
-                       (int)s->dtype);
+  if (s->dtype == XLA_FFI_DataType_S32) {
+    *out = *(const int32_t *)s->value;
+    return NULL;
   }
+  if (s->dtype != XLA_FFI_DataType_S64)
+    return attr_dtype_error(api, fn, name, "int32 or int64", s->dtype);
+  int64_t v = *(const int64_t *)s->value;
+  if (v < INT32_MIN || v > INT32_MAX)
+    return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
+                     "%s: attribute %s = %lld is out of range", fn, name, (long long)v);
+  *out = (int)v;
+  return NULL;
 }
 
 static XLA_FFI_Error *scalar_float(const XLA_FFI_Api *api, const char *fn, const char *name,
                                    XLA_FFI_AttrType type, void *attr, float *out) {
-  if (type != XLA_FFI_AttrType_SCALAR)
-    return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
-                     "%s: attribute %s must be a float scalar", fn, name);
+  XLA_FFI_Error *err = attr_kind(api, fn, name, type, XLA_FFI_AttrType_SCALAR, "a float scalar");
+  if (err) return err;
   const XLA_FFI_Scalar *s = (const XLA_FFI_Scalar *)attr;
-  switch (s->dtype) {
-    case XLA_FFI_DataType_F32: *out = *(const float *)s->value; return NULL;
-    case XLA_FFI_DataType_F64: *out = (float)*(const double *)s->value; return NULL;
-    default:
-      return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
-                       "%s: attribute %s must be float32 or float64 (got XLA type %d)", fn, name,
-                       (int)s->dtype);
-  }
+  if (s->dtype == XLA_FFI_DataType_F32) *out = *(const float *)s->value;
+  else if (s->dtype == XLA_FFI_DataType_F64) *out = (float)*(const double *)s->value;
+  else return attr_dtype_error(api, fn, name, "float32 or float64", s->dtype);
+  return NULL;
 }
 
 static XLA_FFI_Error *float_array(const XLA_FFI_Api *api, const char *fn, const char *name,
                                   XLA_FFI_AttrType type, void *attr, const float **data,
                                   size_t *size) {
-  if (type != XLA_FFI_AttrType_ARRAY)
-    return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
-                     "%s: attribute %s must be a float32 array", fn, name);
+  XLA_FFI_Error *err = attr_kind(api, fn, name, type, XLA_FFI_AttrType_ARRAY, "a float32 array");
+  if (err) return err;
   const XLA_FFI_Array *a = (const XLA_FFI_Array *)attr;
   if (a->size > 0 && a->dtype != XLA_FFI_DataType_F32)
-    return ffi_error(api, XLA_FFI_Error_Code_INVALID_ARGUMENT,
-                     "%s: attribute %s must be a float32 array (got XLA type %d)", fn, name,
-                     (int)a->dtype);
+    return attr_dtype_error(api, fn, name, "a float32 array", a->dtype);
   *data = (const float *)a->data;
   *size = a->size;
   return NULL;
@@ -392,54 +394,6 @@ typedef unswag_status (*fwd_call)(const unswag_op *op, unswag_dtype dt, const vo
 typedef unswag_status (*bwd_call)(const unswag_op *op, unswag_dtype dt, const void *dy,
                                   const uint8_t *codes, void *dx, size_t n, void *stream);
 
-static XLA_FFI_Error *run_forward(XLA_FFI_CallFrame *f, const char *fn, fwd_call call,
-                                  void *stream) {
-  op_attrs a;
-  XLA_FFI_Error *err = read_attrs(f, fn, &a);
-  if (err) return err;
-  XLA_FFI_Buffer *x = arg_buffer(f, 0), *y = ret_buffer(f, 0), *codes = ret_buffer(f, 1);
-  plan p;
-  if ((err = make_plan(f->api, fn, &a.op, x, "x", y, "y", codes, &p))) return err;
-  if (p.n == 0) return NULL;
-  if (rows_contiguous(&p, a.op.bits)) {
-    unswag_status s = call(&a.op, p.dtype, x->data, y->data, (uint8_t *)codes->data, p.n, stream);
-    return s == UNSWAG_OK ? NULL : status_error(f->api, fn, s);
-  }
-  for (size_t r = 0; r < p.rows; ++r) {
-    size_t off = r * p.row_len * p.es;
-    unswag_status s = call(&a.op, p.dtype, (const uint8_t *)x->data + off, (uint8_t *)y->data + off,
-                           (uint8_t *)codes->data + r * p.row_bytes, p.row_len, stream);
-    if (s != UNSWAG_OK) return status_error(f->api, fn, s);
-  }
-  return NULL;
-}
-
-static XLA_FFI_Error *run_backward(XLA_FFI_CallFrame *f, const char *fn, bwd_call call,
-                                   void *stream) {
-  op_attrs a;
-  XLA_FFI_Error *err = read_attrs(f, fn, &a);
-  if (err) return err;
-  XLA_FFI_Buffer *dy = arg_buffer(f, 0), *codes = arg_buffer(f, 1), *dx = ret_buffer(f, 0);
-  plan p;
-  if ((err = make_plan(f->api, fn, &a.op, dy, "dy", dx, "dx", codes, &p))) return err;
-  if (p.n == 0) return NULL;
-  if (rows_contiguous(&p, a.op.bits)) {
-    unswag_status s =
-        call(&a.op, p.dtype, dy->data, (const uint8_t *)codes->data, dx->data, p.n, stream);
-    return s == UNSWAG_OK ? NULL : status_error(f->api, fn, s);
-  }
-  for (size_t r = 0; r < p.rows; ++r) {
-    size_t off = r * p.row_len * p.es;
-    unswag_status s = call(&a.op, p.dtype, (const uint8_t *)dy->data + off,
-                           (const uint8_t *)codes->data + r * p.row_bytes,
-                           (uint8_t *)dx->data + off, p.row_len, stream);
-    if (s != UNSWAG_OK) return status_error(f->api, fn, s);
-  }
-  return NULL;
-}
-
-/* ---- CPU handlers -------------------------------------------------------------------- */
-
 /* XLA:CPU runs its threads with denormals flushed (FTZ/DAZ on x86, FZ on
  * Arm).  The codes contract (docs/design.md section 2) is IEEE: a subnormal x > 0
  * has code 1 and the same bytes as every other backend.  So the CPU handlers
@@ -480,51 +434,31 @@ static void fp_ieee_leave(const fp_env *e) {
 #endif
 }
 
-/* One thread, vectorised: the handler runs on one of XLA's threads, which
- * already runs independent ops side by side; the library's thread pool
- * would compete with XLA's pool for the same cores (when that pool was
- * OpenMP, its spinning workers made calls 10x slower on a 2-core machine). */
-static const unswag_cpu_options cpu_opts = {UNSWAG_PATH_VECTOR, 1};
+/* One kernel call: forward (fwd set) or backward (bwd set), on buffers make_plan checked. */
+typedef struct act_call {
+  fwd_call fwd;
+  bwd_call bwd;
+  const unswag_op *op;
+  unswag_dtype dtype;
+  const uint8_t *in; /* x or dy */
+  uint8_t *out;      /* y or dx */
+  uint8_t *codes;    /* written forward, read backward */
+  void *stream;
+  int ieee; /* CPU: run in the default floating-point environment (fp_ieee_enter) */
+} act_call;
 
-static unswag_status cpu_forward(const unswag_op *op, unswag_dtype dt, const void *x, void *y,
-                                 uint8_t *codes, size_t n, void *stream) {
-  (void)stream;
+/* n elements from element offset off (bytes) and code offset code_off. */
+static unswag_status call_span(const act_call *c, size_t off, size_t code_off, size_t n) {
   fp_env e;
-  fp_ieee_enter(&e);
-  unswag_status s = unswag_forward_advanced(op, dt, x, y, codes, n, &cpu_opts);
-  fp_ieee_leave(&e);
+  memset(&e, 0, sizeof e);
+  if (c->ieee) fp_ieee_enter(&e);
+  const unswag_status s =
+      c->fwd
+          ? c->fwd(c->op, c->dtype, c->in + off, c->out + off, c->codes + code_off, n, c->stream)
+          : c->bwd(c->op, c->dtype, c->in + off, c->codes + code_off, c->out + off, n, c->stream);
+  if (c->ieee) fp_ieee_leave(&e);
   return s;
 }
-
-static unswag_status cpu_backward(const unswag_op *op, unswag_dtype dt, const void *dy,
-                                  const uint8_t *codes, void *dx, size_t n, void *stream) {
-  (void)stream;
-  fp_env e;
-  fp_ieee_enter(&e);
-  unswag_status s = unswag_backward_advanced(op, dt, dy, codes, dx, n, &cpu_opts);
-  fp_ieee_leave(&e);
-  return s;
-}
-
-UNSWAG_JAX_API XLA_FFI_Error *unswag_jax_forward_cpu(XLA_FFI_CallFrame *f) {
-  static const char fn[] = "unswag_jax_forward_cpu";
-  int done;
-  XLA_FFI_Error *err = check_frame(f, fn, 1, 2, 0, &done);
-  if (err || done) return err;
-  return run_forward(f, fn, cpu_forward, NULL);
-}
-
-UNSWAG_JAX_API XLA_FFI_Error *unswag_jax_backward_cpu(XLA_FFI_CallFrame *f) {
-  static const char fn[] = "unswag_jax_backward_cpu";
-  int done;
-  XLA_FFI_Error *err = check_frame(f, fn, 2, 1, 0, &done);
-  if (err || done) return err;
-  return run_backward(f, fn, cpu_backward, NULL);
-}
-
-/* ---- CUDA handlers ------------------------------------------------------------------- */
-
-#ifdef UNSWAG_JAX_WITH_CUDA
 
 /* The library's CUDA entry points only queue kernels on the given stream: no
  * allocation, no copy, no synchronisation; their pointer and device queries are
@@ -550,24 +484,82 @@ static XLA_FFI_Error *get_stream(XLA_FFI_CallFrame *f, const char *fn, void **st
   return NULL;
 }
 
-UNSWAG_JAX_API XLA_FFI_Error *unswag_jax_forward_cuda(XLA_FFI_CallFrame *f) {
-  static const char fn[] = "unswag_jax_forward_cuda";
+/* A handler's work.  Forward: x -> (y, codes); backward: (dy, codes) -> dx.
+ * The frame (a metadata query ends here), XLA's stream (cuda), the attributes,
+ * then one kernel call when the rows' codes are contiguous, else one a row. */
+static XLA_FFI_Error *handle(XLA_FFI_CallFrame *f, const char *fn, fwd_call fwd, bwd_call bwd,
+                             int cuda) {
   int done;
-  XLA_FFI_Error *err = check_frame(f, fn, 1, 2, CUDA_TRAITS, &done);
+  XLA_FFI_Error *err = check_frame(f, fn, fwd ? 1 : 2, fwd ? 2 : 1, cuda ? CUDA_TRAITS : 0, &done);
   if (err || done) return err;
   void *stream = NULL;
-  if ((err = get_stream(f, fn, &stream))) return err;
-  return run_forward(f, fn, unswag_forward_cuda, stream);
+  if (cuda && (err = get_stream(f, fn, &stream))) return err;
+  op_attrs a;
+  if ((err = read_attrs(f, fn, &a))) return err;
+  XLA_FFI_Buffer *in = arg_buffer(f, 0), *out = ret_buffer(f, 0);
+  XLA_FFI_Buffer *codes = fwd ? ret_buffer(f, 1) : arg_buffer(f, 1);
+  plan p;
+  if ((err = make_plan(f->api, fn, &a.op, in, fwd ? "x" : "dy", out, fwd ? "y" : "dx", codes, &p)))
+    return err;
+  if (p.n == 0) return NULL;
+  const act_call c = {.fwd = fwd,
+                      .bwd = bwd,
+                      .op = &a.op,
+                      .dtype = p.dtype,
+                      .in = in->data,
+                      .out = out->data,
+                      .codes = codes->data,
+                      .stream = stream,
+                      .ieee = !cuda};
+  if (rows_contiguous(&p, a.op.bits)) {
+    unswag_status s = call_span(&c, 0, 0, p.n);
+    return s == UNSWAG_OK ? NULL : status_error(f->api, fn, s);
+  }
+  for (size_t r = 0; r < p.rows; ++r) {
+    unswag_status s = call_span(&c, r * p.row_len * p.es, r * p.row_bytes, p.row_len);
+    if (s != UNSWAG_OK) return status_error(f->api, fn, s);
+  }
+  return NULL;
+}
+
+/* ---- CPU handlers -------------------------------------------------------------------- */
+
+/* One thread, vectorised: the handler runs on one of XLA's threads, which
+ * already runs independent ops side by side; the library's thread pool
+ * would compete with XLA's pool for the same cores (when that pool was
+ * OpenMP, its spinning workers made calls 10x slower on a 2-core machine). */
+static const unswag_cpu_options cpu_opts = {UNSWAG_PATH_VECTOR, 1};
+
+static unswag_status cpu_forward(const unswag_op *op, unswag_dtype dt, const void *x, void *y,
+                                 uint8_t *codes, size_t n, void *stream) {
+  (void)stream;
+  return unswag_forward_advanced(op, dt, x, y, codes, n, &cpu_opts);
+}
+
+static unswag_status cpu_backward(const unswag_op *op, unswag_dtype dt, const void *dy,
+                                  const uint8_t *codes, void *dx, size_t n, void *stream) {
+  (void)stream;
+  return unswag_backward_advanced(op, dt, dy, codes, dx, n, &cpu_opts);
+}
+
+UNSWAG_JAX_API XLA_FFI_Error *unswag_jax_forward_cpu(XLA_FFI_CallFrame *f) {
+  return handle(f, "unswag_jax_forward_cpu", cpu_forward, NULL, 0);
+}
+
+UNSWAG_JAX_API XLA_FFI_Error *unswag_jax_backward_cpu(XLA_FFI_CallFrame *f) {
+  return handle(f, "unswag_jax_backward_cpu", NULL, cpu_backward, 0);
+}
+
+/* ---- CUDA handlers ------------------------------------------------------------------- */
+
+#ifdef UNSWAG_JAX_WITH_CUDA
+
+UNSWAG_JAX_API XLA_FFI_Error *unswag_jax_forward_cuda(XLA_FFI_CallFrame *f) {
+  return handle(f, "unswag_jax_forward_cuda", unswag_forward_cuda, NULL, 1);
 }
 
 UNSWAG_JAX_API XLA_FFI_Error *unswag_jax_backward_cuda(XLA_FFI_CallFrame *f) {
-  static const char fn[] = "unswag_jax_backward_cuda";
-  int done;
-  XLA_FFI_Error *err = check_frame(f, fn, 2, 1, CUDA_TRAITS, &done);
-  if (err || done) return err;
-  void *stream = NULL;
-  if ((err = get_stream(f, fn, &stream))) return err;
-  return run_backward(f, fn, unswag_backward_cuda, stream);
+  return handle(f, "unswag_jax_backward_cuda", NULL, unswag_backward_cuda, 1);
 }
 
 UNSWAG_JAX_API int unswag_jax_cuda_handlers(void) { return 1; }

@@ -25,15 +25,15 @@
 
 static int quick;
 
-#define CUDA_OK(call)                                                                  \
-  do {                                                                                 \
-    cudaError_t e_ = (call);                                                           \
-    if (e_ != cudaSuccess) {                                                           \
-      fprintf(stderr, "FATAL %s:%d: %s -> %s\n", __FILE__, __LINE__, #call,            \
-              cudaGetErrorString(e_));                                                 \
-      printf("test_cuda: %ld passed, %ld failed\n", check_passed, check_failed + 1);           \
-      exit(1);                                                                         \
-    }                                                                                  \
+#define CUDA_OK(call)                                                                \
+  do {                                                                               \
+    cudaError_t e_ = (call);                                                         \
+    if (e_ != cudaSuccess) {                                                         \
+      fprintf(stderr, "FATAL %s:%d: %s -> %s\n", __FILE__, __LINE__, #call,          \
+              cudaGetErrorString(e_));                                               \
+      printf("test_cuda: %ld passed, %ld failed\n", check_passed, check_failed + 1); \
+      exit(1);                                                                       \
+    }                                                                                \
   } while (0)
 
 static void *xmalloc(size_t n) {
@@ -93,8 +93,7 @@ static int all_configs(config *c) {
   for (int a = 0; a < 3; ++a)
     for (int b = 0; b < 4; ++b) {
       c[k].op = unswag_op_make(smooth[a], bits[b]);
-      snprintf(c[k++].name, sizeof c->name, "%s/k%d", unswag_activation_name(smooth[a]),
-               bits[b]);
+      snprintf(c[k++].name, sizeof c->name, "%s/k%d", unswag_activation_name(smooth[a]), bits[b]);
     }
   return k; /* 16 */
 }
@@ -132,9 +131,7 @@ static int is_nan(uint32_t v, unswag_dtype dt) {
 }
 
 /* fp32 bits -> an integer that orders like the value (+0 == -0). */
-static int64_t ordered(uint32_t b) {
-  return (b >> 31) ? -(int64_t)(b & 0x7FFFFFFFu) : (int64_t)b;
-}
+static int64_t ordered(uint32_t b) { return (b >> 31) ? -(int64_t)(b & 0x7FFFFFFFu) : (int64_t)b; }
 
 /* Mismatches of got vs ref (ulps: allowed fp32 ulp distance); prints the
  * first few with the input element that produced them. */
@@ -157,8 +154,7 @@ static size_t compare_data(const char *what, const void *ref, const void *got, s
   return bad;
 }
 
-static size_t compare_bytes(const char *what, const uint8_t *ref, const uint8_t *got,
-                            size_t n) {
+static size_t compare_bytes(const char *what, const uint8_t *ref, const uint8_t *got, size_t n) {
   size_t bad = 0;
   for (size_t i = 0; i < n; ++i)
     if (ref[i] != got[i] && ++bad <= 4)
@@ -168,8 +164,8 @@ static size_t compare_bytes(const char *what, const uint8_t *ref, const uint8_t 
 
 /* ---- device arenas with guard bytes -------------------------------------------- */
 
-#define GUARD 64         /* bytes checked untouched on each side of an output */
-#define MAX_OFFSET 64    /* largest byte offset a case puts a pointer at       */
+#define GUARD 64      /* bytes checked untouched on each side of an output */
+#define MAX_OFFSET 64 /* largest byte offset a case puts a pointer at       */
 #define PATTERN 0xA5
 
 typedef struct {
@@ -351,11 +347,10 @@ static void test_fp32(size_t n) {
   size_t k = 0;
   /* specials */
   const uint32_t special_bits[] = {
-      0x00000000u, 0x80000000u, 0x7F800000u, 0xFF800000u, 0x7FC00000u, 0xFFC00000u,
-      0x7FC12345u, 0xFF812345u, 0x7F800001u, 0x00000001u, 0x80000001u, 0x007FFFFFu,
-      0x807FFFFFu, 0x00800000u, 0x80800000u, 0x7F7FFFFFu, 0xFF7FFFFFu, 0x3F800000u,
-      0xBF800000u, 0x40C00000u, 0xC0C00000u, 0x42B00000u, 0xC2B00000u, 0x42DC0000u,
-      0xC2DC0000u, 0x4F000000u, 0xCF000000u};
+      0x00000000u, 0x80000000u, 0x7F800000u, 0xFF800000u, 0x7FC00000u, 0xFFC00000u, 0x7FC12345u,
+      0xFF812345u, 0x7F800001u, 0x00000001u, 0x80000001u, 0x007FFFFFu, 0x807FFFFFu, 0x00800000u,
+      0x80800000u, 0x7F7FFFFFu, 0xFF7FFFFFu, 0x3F800000u, 0xBF800000u, 0x40C00000u, 0xC0C00000u,
+      0x42B00000u, 0xC2B00000u, 0x42DC0000u, 0xC2DC0000u, 0x4F000000u, 0xCF000000u};
   for (size_t i = 0; i < sizeof special_bits / sizeof *special_bits; ++i)
     x[k++] = f32_of(special_bits[i]);
   const float edges[] = {0.0f, 6.0f, -0.75f, 2.5f, -1.0f, 1.0f};
@@ -512,8 +507,8 @@ static void test_tails(void) {
           if (v) L.ox = L.oy = L.ody = L.odx = es, L.oc = 1;
           L.fp32_ulps = 1;
           char label[256];
-          snprintf(label, sizeof label, "tail %s %.31s n=%zu %s", dtype_name(dts[d]),
-                   cfg[c].name, n, v ? "unaligned" : "aligned");
+          snprintf(label, sizeof label, "tail %s %.31s n=%zu %s", dtype_name(dts[d]), cfg[c].name,
+                   n, v ? "unaligned" : "aligned");
           ok += run_case(label, &cfg[c].op, dts[d], x, dy, NULL, n, L);
           ++total;
         }
@@ -553,7 +548,8 @@ static void test_bad_input(void) {
 
   unswag_op relu = unswag_op_make(UNSWAG_RELU, 1), silu = unswag_op_make(UNSWAG_SILU, 4);
   unswag_op relu2 = unswag_op_make(UNSWAG_RELU, 2), silu3 = unswag_op_make(UNSWAG_SILU, 3);
-  unswag_op silu0 = unswag_op_make(UNSWAG_SILU, 0), act99 = unswag_op_make((unswag_activation)99, 1);
+  unswag_op silu0 = unswag_op_make(UNSWAG_SILU, 0),
+            act99 = unswag_op_make((unswag_activation)99, 1);
   unswag_op actneg = unswag_op_make((unswag_activation)-1, 1);
   unswag_op ht = unswag_op_make(UNSWAG_HARDTANH, 1);
   ht.lo = ht.hi = 0.5f;
@@ -617,8 +613,7 @@ static void test_bad_input(void) {
           dir == 0 ? unswag_forward_cuda(cases[i].op, cases[i].dt, in, out,
                                          (uint8_t *)cases[i].codes, cases[i].n, NULL)
                    : unswag_backward_cuda(cases[i].op, cases[i].dt, in,
-                                          (const uint8_t *)cases[i].codes, out, cases[i].n,
-                                          NULL);
+                                          (const uint8_t *)cases[i].codes, out, cases[i].n, NULL);
       CHECK(s == cases[i].want, "%s %s: got %s, want %s", dir ? "backward" : "forward",
             cases[i].what, unswag_status_string(s), unswag_status_string(cases[i].want));
       CHECK(unswag_last_error()[0] != '\0', "%s: no unswag_last_error detail", cases[i].what);

@@ -24,13 +24,13 @@ static const unswag_activation ACTS[] = {UNSWAG_SILU, UNSWAG_GELU, UNSWAG_GELU_T
 static const unswag_dtype DTYPES[] = {UNSWAG_F32, UNSWAG_F16, UNSWAG_BF16};
 static const char *DT_NAMES[] = {"f32", "f16", "bf16"};
 
-#define CUDA_OK(call)                                                                   \
-  do {                                                                                  \
-    cudaError_t e_ = (call);                                                            \
-    if (e_ != cudaSuccess) {                                                            \
+#define CUDA_OK(call)                                                                        \
+  do {                                                                                       \
+    cudaError_t e_ = (call);                                                                 \
+    if (e_ != cudaSuccess) {                                                                 \
       fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-      exit(2);                                                                          \
-    }                                                                                   \
+      exit(2);                                                                               \
+    }                                                                                        \
   } while (0)
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
@@ -140,11 +140,11 @@ static void check_values(unswag_activation act, unswag_dtype dt, const void *g, 
         first, get_bits(dt, g, first), get_bits(dt, u, first), get_bits(dt, h[1], first),
         get_bits(dt, h[0], first));
   long bg = count_diff(dt, dg[1], dg[0], n, &first);
-  CHECK(bg == 0, "%s: %ld dg differ from the CPU (first at %zu: g %x: %x vs %x)", what, bg,
-        first, get_bits(dt, g, first), get_bits(dt, dg[1], first), get_bits(dt, dg[0], first));
+  CHECK(bg == 0, "%s: %ld dg differ from the CPU (first at %zu: g %x: %x vs %x)", what, bg, first,
+        get_bits(dt, g, first), get_bits(dt, dg[1], first), get_bits(dt, dg[0], first));
   long bu = count_diff(dt, du[1], du[0], n, &first);
-  CHECK(bu == 0, "%s: %ld du differ from the CPU (first at %zu: g %x: %x vs %x)", what, bu,
-        first, get_bits(dt, g, first), get_bits(dt, du[1], first), get_bits(dt, du[0], first));
+  CHECK(bu == 0, "%s: %ld du differ from the CPU (first at %zu: g %x: %x vs %x)", what, bu, first,
+        get_bits(dt, g, first), get_bits(dt, du[1], first), get_bits(dt, du[0], first));
 
   /* in place on the device: dg == g, du == u give the GPU's own bytes */
   s = unswag_gated_backward_cuda(act, dt, d_dh, d_g, d_u, d_g, d_u, n, stream);
@@ -196,11 +196,11 @@ static void check_tails(unswag_activation act, unswag_dtype dt) {
       unswag_gated_backward(act, dt, in[2] + odh, in[0] + og, in[1] + ou, want[1], want[2], n);
       /* GPU */
       CUDA_OK(cudaMemset(d_out, 0xA5, 3 * BUF));
-      unswag_status s1 = unswag_gated_forward_cuda(act, dt, d_in + og, d_in + BUF + ou,
-                                                   d_out + oh, n, NULL);
-      unswag_status s2 = unswag_gated_backward_cuda(act, dt, d_in + 2 * BUF + odh, d_in + og,
-                                                    d_in + BUF + ou, d_out + BUF + odg,
-                                                    d_out + 2 * BUF + odu, n, NULL);
+      unswag_status s1 =
+          unswag_gated_forward_cuda(act, dt, d_in + og, d_in + BUF + ou, d_out + oh, n, NULL);
+      unswag_status s2 =
+          unswag_gated_backward_cuda(act, dt, d_in + 2 * BUF + odh, d_in + og, d_in + BUF + ou,
+                                     d_out + BUF + odg, d_out + 2 * BUF + odu, n, NULL);
       CUDA_OK(cudaMemcpy(out, d_out, 3 * BUF, cudaMemcpyDeviceToHost));
       int ok = s1 == UNSWAG_OK && s2 == UNSWAG_OK &&
                count_diff(dt, out[0] + oh, want[0], n, NULL) == 0 &&
@@ -209,8 +209,8 @@ static void check_tails(unswag_activation act, unswag_dtype dt) {
                guards_ok(out[0], oh, n * es) && guards_ok(out[1], odg, n * es) &&
                guards_ok(out[2], odu, n * es);
       if (!ok && !bad++)
-        fprintf(stderr, "  tails: %s %s n=%zu off=%d status %d %d\n",
-                unswag_activation_name(act), DT_NAMES[dt], n, off, s1, s2);
+        fprintf(stderr, "  tails: %s %s n=%zu off=%d status %d %d\n", unswag_activation_name(act),
+                DT_NAMES[dt], n, off, s1, s2);
     }
   }
   CHECK(bad == 0, "tails: %s %s: %ld (n, offset) cases wrong", unswag_activation_name(act),
@@ -248,8 +248,7 @@ static void check_graph(void) {
   unswag_status s = unswag_gated_forward_cuda(UNSWAG_SILU, dt, d_g, d_u, d_h, n, st);
   cudaError_t e = cudaStreamEndCapture(st, &graph);
   CHECK(s0 == UNSWAG_OK && s == UNSWAG_OK && e == cudaSuccess,
-        "graph capture: status %d %d, %s (%s)", s0, s, cudaGetErrorString(e),
-        unswag_last_error());
+        "graph capture: status %d %d, %s (%s)", s0, s, cudaGetErrorString(e), unswag_last_error());
   if (s == UNSWAG_OK && e == cudaSuccess) {
     CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
     CUDA_OK(cudaGraphLaunch(exec, st));

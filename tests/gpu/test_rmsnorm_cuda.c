@@ -26,13 +26,13 @@ static const unswag_dtype DTYPES[] = {UNSWAG_F32, UNSWAG_F16, UNSWAG_BF16};
 static const char *DT_NAMES[] = {"f32", "f16", "bf16"};
 static const float EPS = 1e-6f;
 
-#define CUDA_OK(call)                                                                   \
-  do {                                                                                  \
-    cudaError_t e_ = (call);                                                            \
-    if (e_ != cudaSuccess) {                                                            \
+#define CUDA_OK(call)                                                                        \
+  do {                                                                                       \
+    cudaError_t e_ = (call);                                                                 \
+    if (e_ != cudaSuccess) {                                                                 \
       fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-      exit(2);                                                                          \
-    }                                                                                   \
+      exit(2);                                                                               \
+    }                                                                                        \
   } while (0)
 
 static uint64_t rng_state = 0xDA942042E4DD58B5ull;
@@ -123,9 +123,9 @@ static void run_case(const char *what, unswag_dtype dt, const void *x, const voi
   CUDA_OK(cudaMemcpy(bdy.base + PAD + off[2], dy, bytes, cudaMemcpyHostToDevice));
   CUDA_OK(cudaMemcpy(bdw.base + PAD, dw0, cols * 4, cudaMemcpyHostToDevice));
   float *d_rstd = (float *)(void *)(brs.base + PAD), *d_dw = (float *)(void *)(bdw.base + PAD);
-  unswag_status s1 = unswag_rmsnorm_forward_cuda(dt, bx.base + PAD + off[0], bw.base + PAD + off[1],
-                                                 by.base + PAD + off[3], d_rstd, rows, cols, EPS,
-                                                 0.0f, st);
+  unswag_status s1 =
+      unswag_rmsnorm_forward_cuda(dt, bx.base + PAD + off[0], bw.base + PAD + off[1],
+                                  by.base + PAD + off[3], d_rstd, rows, cols, EPS, 0.0f, st);
   unswag_status s2 = unswag_rmsnorm_backward_cuda(
       dt, bdy.base + PAD + off[2], bx.base + PAD + off[0], bw.base + PAD + off[1], d_rstd,
       bdx.base + PAD + off[4], d_dw, ws, wsb, rows, cols, 0.0f, st);
@@ -155,8 +155,8 @@ static void run_case(const char *what, unswag_dtype dt, const void *x, const voi
     CHECK(s1 == UNSWAG_OK && memcmp(gy, y, bytes) == 0, "%s: in-place forward differs", what);
     CUDA_OK(cudaMemcpy(d, dy, bytes, cudaMemcpyHostToDevice));
     CUDA_OK(cudaMemcpy(d_dw, dw, cols * 4, cudaMemcpyHostToDevice)); /* accumulate a second time */
-    s2 = unswag_rmsnorm_backward_cuda(dt, d, bx.base + PAD, bw.base + PAD + off[1], d_rstd, d,
-                                      d_dw, ws, wsb, rows, cols, 0.0f, st);
+    s2 = unswag_rmsnorm_backward_cuda(dt, d, bx.base + PAD, bw.base + PAD + off[1], d_rstd, d, d_dw,
+                                      ws, wsb, rows, cols, 0.0f, st);
     CUDA_OK(cudaStreamSynchronize(st));
     CUDA_OK(cudaMemcpy(gdx, d, bytes, cudaMemcpyDeviceToHost));
     CUDA_OK(cudaMemcpy(gdw, d_dw, cols * 4, cudaMemcpyDeviceToHost));
@@ -195,8 +195,8 @@ static void check_exhaustive(unswag_dtype dt) {
 
 /* quick: the first few shapes only (for compute-sanitizer) */
 static void check_shapes(unswag_dtype dt, int quick) {
-  static const size_t COLS[] = {1, 3, 7, 8, 9, 17, 64, 100, 255, 256, 257, 512, 513, 1000,
-                                1024, 2047, 2048, 2056, 4096, 5000};
+  static const size_t COLS[] = {1,   3,   7,   8,    9,    17,   64,   100,  255,  256,
+                                257, 512, 513, 1000, 1024, 2047, 2048, 2056, 4096, 5000};
   static const size_t ROWS[] = {1, 3, 8, 9, 33, 300};
   const size_t es = unswag_dtype_size(dt);
   char what[128];
@@ -208,7 +208,8 @@ static void check_shapes(unswag_dtype dt, int quick) {
       for (int mode = 0; mode < 3; ++mode) {
         /* 0: all aligned; 1: element offsets; 2: byte offsets */
         size_t off[5];
-        for (int k = 0; k < 5; ++k) off[k] = mode == 0 ? 0 : mode == 1 ? es * (size_t)((k + ci) % 4) : (size_t)(k & 1);
+        for (int k = 0; k < 5; ++k)
+          off[k] = mode == 0 ? 0 : mode == 1 ? es * (size_t)((k + ci) % 4) : (size_t)(k & 1);
         void *x = malloc(n * es), *w = malloc(cols * es), *dy = malloc(n * es);
         fill(dt, x, n, ldexp(1.0, (int)(rng() % 12) - 6));
         fill(dt, w, cols, 1.0);
@@ -299,7 +300,8 @@ static void check_bad_input(void) {
   CHECK(s == UNSWAG_ERR_BAD_POINTER, "host y: %d", s);
   s = unswag_rmsnorm_forward_cuda(B, x, w, y, (float *)(void *)host, 4, 8, EPS, 0, NULL);
   CHECK(s == UNSWAG_ERR_BAD_POINTER, "host rstd: %d", s);
-  s = unswag_rmsnorm_backward_cuda(B, dy, x, w, rstd, dx, (float *)(void *)host, ws, need, 4, 8, 0, NULL);
+  s = unswag_rmsnorm_backward_cuda(B, dy, x, w, rstd, dx, (float *)(void *)host, ws, need, 4, 8, 0,
+                                   NULL);
   CHECK(s == UNSWAG_ERR_BAD_POINTER, "host dw: %d", s);
   s = unswag_rmsnorm_backward_cuda(B, dy, x, w, rstd, dx, dw, host, need, 4, 8, 0, NULL);
   CHECK(s == UNSWAG_ERR_BAD_POINTER, "host workspace: %d", s);
@@ -309,7 +311,8 @@ static void check_bad_input(void) {
   CHECK(s == UNSWAG_ERR_NULL_POINTER, "NULL workspace: %d", s);
   s = unswag_rmsnorm_backward_cuda(B, dy, x, w, rstd, dx, dw, dx, need, 4, 8, 0, NULL);
   CHECK(s == UNSWAG_ERR_BAD_PARAM, "workspace == dx: %d", s);
-  s = unswag_rmsnorm_backward_cuda(B, dy, x, w, rstd, dx, (float *)(void *)(d + 1537), ws, need, 4, 8, 0, NULL);
+  s = unswag_rmsnorm_backward_cuda(B, dy, x, w, rstd, dx, (float *)(void *)(d + 1537), ws, need, 4,
+                                   8, 0, NULL);
   CHECK(s == UNSWAG_ERR_BAD_POINTER, "unaligned dw: %d", s);
   s = unswag_rmsnorm_forward_cuda(B, x, w, x + 2, rstd, 4, 8, EPS, 0, NULL);
   CHECK(s == UNSWAG_ERR_BAD_PARAM, "y overlaps x: %d", s);
