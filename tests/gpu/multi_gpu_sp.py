@@ -45,11 +45,13 @@ def _slices(ids, how, group):
     return {"input_ids": mine, "labels": mine}
 
 
-def _same_on_every_rank(loss, grads):
+def _same_on_every_rank(loss, grads, device):
     """The largest relative difference between this rank's loss and gradients and rank
-    0's (every rank holds the whole gradient), the same number on every rank."""
+    0's (every rank holds the whole gradient), the same number on every rank.  Compared
+    on `device`: NCCL moves CUDA tensors only."""
     names = sorted(grads)
     flat = torch.cat([loss.reshape(1).double()] + [grads[n].reshape(-1).double() for n in names])
+    flat = flat.to(device)
     theirs = flat.clone()
     dist.broadcast(theirs, 0)
     d = ((flat - theirs).norm() / theirs.norm()).reshape(1)
@@ -86,7 +88,7 @@ def run_case(T, a, heads, how, keep, slicing, device):
     loss.backward()
     loss = loss.detach().float().cpu()
     got = T.gathered_grads(model, how)
-    spread = _same_on_every_rank(loss, got)
+    spread = _same_on_every_rank(loss, got, device)
     msgs = []
     if how == "none":  # the loss without gradients; reserving the step's host memory
         from unswag.torch.long_context import last_step, reserve_host_memory
