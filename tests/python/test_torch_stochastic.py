@@ -118,3 +118,15 @@ def test_surgery_report_and_training_step():
         apply_unswag_surgery(n.Sequential(n.Linear(2, 2), n.SiLU()), codes="dithered")
     default = apply_unswag_surgery(n.Sequential(n.Linear(2, 2), n.SiLU()))
     assert "codebook: built-in silu" in str(default)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("dtype", list(DTYPES), ids=str)
+def test_cuda_codes_equal_cpu(dtype):
+    """On a GPU (tests/gpu/run_python.sh): the CUDA op writes the CPU's code bytes."""
+    x = (torch.randn(100003, generator=torch.Generator().manual_seed(3)) * 3).to(dtype)
+    for act, bits in (("silu", 2), ("gelu", 1), ("gelu_tanh", 8)):
+        args = (act, bits, 0.0, -1.0, 1.0, None, "stochastic", 12345)
+        _, codes = torch.ops.unswag.act_forward(x, *args)
+        _, ccodes = torch.ops.unswag.act_forward(x.cuda(), *args)
+        assert torch.equal(ccodes.cpu(), codes)
