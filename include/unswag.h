@@ -155,7 +155,9 @@ typedef struct unswag_op {
 /* Convenience initialisers (defaults: slope 0.01, hardtanh [-1, 1]). */
 UNSWAG_API unswag_op unswag_op_make(unswag_activation act, int bits);
 
-/* Checks an op: returns the status a kernel call with it would return. */
+/* Checks an op: returns the status a kernel call with it would return.
+ * Stochastic codes: on the relu family UNSWAG_ERR_BAD_ACTIVATION, with a
+ * codebook UNSWAG_ERR_BAD_CODEBOOK; an unknown code_kind UNSWAG_ERR_BAD_PARAM. */
 UNSWAG_API unswag_status unswag_op_validate(const unswag_op *op);
 
 /* ---- code buffers ----------------------------------------------------------- */
