@@ -122,19 +122,42 @@ typedef struct unswag_codebook {
   double rms_error;                        /* weighted RMS of f' - q under the fit's weighting */
 } unswag_codebook;
 
-/* What one forward/backward pair computes.  Zero-initialise, then set. */
+/* How a smooth activation's forward chooses its codes (docs/design.md, section 2).
+ * DETERMINISTIC: code(x) by the codebook's boundaries, backward level = the piece's
+ *   level (biased: the L2-optimal piecewise-constant f').
+ * STOCHASTIC: d = f'(x) in float; the levels are the uniform grid of 2^bits values
+ *   from min f' to max f' of the activation (unswag_stochastic_levels); the code is
+ *   the index j or j + 1 of the two levels l_j <= d <= l_{j+1}, j + 1 with probability
+ *   (d - l_j) / (l_{j+1} - l_j), so E[level[code]] = f'(x).  The random number of
+ *   element i is a counter-based hash of (seed, i): the codes depend only on seed and
+ *   the data, the same bytes on every CPU thread split and on CUDA.  Backward is
+ *   unchanged: dx = dy * level[code].  silu, gelu, gelu_tanh only; codebook NULL. */
+typedef enum unswag_code_kind {
+  UNSWAG_CODES_DETERMINISTIC = 0,
+  UNSWAG_CODES_STOCHASTIC = 1,
+  UNSWAG_CODE_KIND_COUNT_ = 2
+} unswag_code_kind;
+
+/* What one forward/backward pair computes.  Zero-initialise, then set.
+ * code_kind and seed were added at the end: a zeroed op is today's
+ * deterministic behaviour (source compatible; callers built against an older
+ * header must be rebuilt, the struct grew). */
 typedef struct unswag_op {
   unswag_activation act;
   int bits;                        /* 1 for exact family; 1,2,4,8 smooth */
   float slope;                     /* leaky_relu negative slope (finite) */
   float lo, hi;                    /* hardtanh bounds (finite, lo < hi) */
   const unswag_codebook *codebook; /* smooth only; NULL = built-in table */
+  unswag_code_kind code_kind;      /* 0 = deterministic; stochastic: smooth, codebook NULL */
+  uint64_t seed;                   /* stochastic: the random stream (forward only) */
 } unswag_op;
 
 /* Convenience initialisers (defaults: slope 0.01, hardtanh [-1, 1]). */
 UNSWAG_API unswag_op unswag_op_make(unswag_activation act, int bits);
 
-/* Checks an op: returns the status a kernel call with it would return. */
+/* Checks an op: returns the status a kernel call with it would return.
+ * Stochastic codes: on the relu family UNSWAG_ERR_BAD_ACTIVATION, with a
+ * codebook UNSWAG_ERR_BAD_CODEBOOK; an unknown code_kind UNSWAG_ERR_BAD_PARAM. */
 UNSWAG_API unswag_status unswag_op_validate(const unswag_op *op);
 
 /* ---- code buffers ----------------------------------------------------------- */
@@ -158,6 +181,14 @@ typedef double (*unswag_derivative_fn)(double x, void *user);
 
 /* Exact derivative of a built-in smooth activation (for fits and tests). */
 UNSWAG_API double unswag_derivative(unswag_activation act, double x);
+
+/* The levels of stochastic codes of a smooth activation at k bits:
+ * levels[j] = float(lo + j (hi - lo) / (2^bits - 1)), j < 2^bits, with lo, hi
+ * = min f', max f' (silu: -0.0998393, 1.0998393 at x = -+2.39936; gelu:
+ * -0.1289041, 1.1289041 at -+sqrt 2; gelu_tanh: -0.1289931, 1.1289931 at
+ * -+1.41850).  levels: room for 2^bits floats.  UNSWAG_ERR_BAD_ACTIVATION for
+ * the exact family. */
+UNSWAG_API unswag_status unswag_stochastic_levels(unswag_activation act, int bits, float *levels);
 
 /* Weighting of the L2 fit.  If hist_counts is NULL: normal(0, sigma)
  * density.  Otherwise a histogram of observed inputs: hist_bins counts

@@ -42,7 +42,9 @@ x (7 variants x 3 seeds + 1 noise-floor repeat) = 44, each 600 steps + 13 evalua
 
 Variants (``--variants``, comma separated): ``exact``; ``k`` (1, 2, 4, 8): built-in codebook
 at k bits; ``kc``: codebook calibrated per layer on its first --cal-calls training calls;
-``kr``: the same, refitted every --recal-every calls.
+``kr``: the same, refitted every --recal-every calls; ``ks``: stochastic codes at k bits
+(unbiased, apply_unswag_surgery(codes="stochastic"); not in the default list, and no
+measured result yet).
 
     UNSWAG_LIBRARY=build-gpu/libunswag.so PYTHONPATH=python \\
         python bench/gpu/bench_convergence.py --corpus build-corpus/fortunes --out $OUT
@@ -118,10 +120,10 @@ def make_model(act: str, a):
 
 
 def parse_variant(v: str):
-    """('exact', '') or (bits, '' | 'c' | 'r') of a variant name."""
+    """('exact', '') or (bits, '' | 'c' | 'r' | 's') of a variant name."""
     if v == "exact":
         return "exact", ""
-    kind = v[-1] if v[-1] in "cr" else ""
+    kind = v[-1] if v[-1] in "crs" else ""
     bits = int(v[:-1] if kind else v)
     if bits not in (1, 2, 4, 8):
         raise ValueError(f"variant {v!r}: bits must be 1, 2, 4 or 8")
@@ -185,7 +187,9 @@ def train_run(act: str, variant: str, seed: int, data, a, device):
     report = None
     if bits != "exact":
         kw = {}
-        if kind:
+        if kind == "s":
+            kw["codes"] = "stochastic"
+        elif kind:
             kw["calibrate"] = a.cal_calls
             if kind == "r":
                 kw["recalibrate_every"] = a.recal_every

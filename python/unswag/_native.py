@@ -52,10 +52,16 @@ class FitOptions(ctypes.Structure):
 DERIVATIVE_FN = ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_double, ctypes.c_void_p)
 
 
+# unswag_code_kind
+CODES_DETERMINISTIC, CODES_STOCHASTIC = 0, 1
+CODE_KINDS = {"deterministic": CODES_DETERMINISTIC, "stochastic": CODES_STOCHASTIC}
+
+
 class Op(ctypes.Structure):
     _fields_ = [("act", ctypes.c_int), ("bits", ctypes.c_int), ("slope", ctypes.c_float),
                 ("lo", ctypes.c_float), ("hi", ctypes.c_float),
-                ("codebook", ctypes.POINTER(Codebook))]
+                ("codebook", ctypes.POINTER(Codebook)),
+                ("code_kind", ctypes.c_int), ("seed", ctypes.c_uint64)]
 
 
 def _candidates() -> Iterator[str]:
@@ -82,6 +88,7 @@ def _declare(l: ctypes.CDLL) -> None:
         "unswag_codebook_builtin": ([i, i, c.POINTER(Codebook)], st),
         "unswag_op_validate": ([c.POINTER(Op)], st),
         "unswag_codebook_validate": ([c.POINTER(Codebook)], st),
+        "unswag_stochastic_levels": ([i, i, c.POINTER(f)], st),
         "unswag_derivative": ([i, c.c_double], c.c_double),
         "unswag_codebook_fit": ([DERIVATIVE_FN, vp, i, c.POINTER(FitOptions),
                                  c.POINTER(Codebook)], st),
@@ -153,13 +160,27 @@ def check(status: int, what: str = "") -> None:
 
 
 def make_op(act: str, bits: int, slope: float = 0.01, lo: float = -1.0, hi: float = 1.0,
-            codebook: Codebook | None = None) -> Op:
+            codebook: Codebook | None = None, codes: str = "deterministic",
+            seed: int = 0) -> Op:
+    """An unswag_op.  codes="stochastic" (silu/gelu/gelu_tanh, no codebook): unbiased
+    random codes drawn from `seed` (unswag.h, UNSWAG_CODES_STOCHASTIC)."""
     if act not in ACTIVATIONS:
         raise ValueError(f"unknown activation {act!r}; expected one of {sorted(ACTIVATIONS)}")
-    op = Op(ACTIVATIONS[act], bits, slope, lo, hi, None)
+    if codes not in CODE_KINDS:
+        raise ValueError(f"unknown codes {codes!r}; expected one of {sorted(CODE_KINDS)}")
+    op = Op(ACTIVATIONS[act], bits, slope, lo, hi, None, CODE_KINDS[codes],
+            int(seed) & 0xFFFFFFFFFFFFFFFF)
     if codebook is not None:
         op.codebook = ctypes.pointer(codebook)
     return op
+
+
+def stochastic_levels(act: str, bits: int) -> list[float]:
+    """The 2^bits levels of stochastic codes of smooth `act` (unswag_stochastic_levels)."""
+    levels = (ctypes.c_float * 256)()
+    check(lib().unswag_stochastic_levels(ACTIVATIONS[act], bits, levels),
+          f"stochastic_levels({act}, bits={bits})")
+    return list(levels[:1 << bits])
 
 
 def code_bytes(n: int, bits: int) -> int:

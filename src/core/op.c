@@ -29,6 +29,12 @@ unswag_status unswag_resolve_op(const unswag_op *op, unswag_codebook *cb) {
   int exact = unswag_activation_is_exact(op->act);
   if (exact < 0)
     return unswag_fail(UNSWAG_ERR_BAD_ACTIVATION, "unknown activation %d", (int)op->act);
+  if ((unsigned)op->code_kind >= UNSWAG_CODE_KIND_COUNT_)
+    return unswag_fail(UNSWAG_ERR_BAD_PARAM, "unknown code_kind %d", (int)op->code_kind);
+  if (op->code_kind == UNSWAG_CODES_STOCHASTIC && exact)
+    return unswag_fail(UNSWAG_ERR_BAD_ACTIVATION,
+                       "stochastic codes take silu, gelu or gelu_tanh; %s is exact",
+                       act_names[op->act]);
   if (exact) {
     if (op->bits != 1)
       return unswag_fail(UNSWAG_ERR_BAD_BITS, "%s is exact with 1 bit; got bits=%d",
@@ -43,6 +49,15 @@ unswag_status unswag_resolve_op(const unswag_op *op, unswag_codebook *cb) {
   if (!unswag_bits_valid(op->bits))
     return unswag_fail(UNSWAG_ERR_BAD_BITS, "%s takes bits in {1, 2, 4, 8}; got %d",
                        act_names[op->act], op->bits);
+  if (op->code_kind == UNSWAG_CODES_STOCHASTIC) {
+    if (op->codebook)
+      return unswag_fail(UNSWAG_ERR_BAD_CODEBOOK,
+                         "stochastic codes use their own level grid; codebook must be NULL");
+    /* the built-in boundaries keep *cb a valid codebook; the kernels read only its levels */
+    unswag_status s = unswag_codebook_builtin(op->act, op->bits, cb);
+    if (s != UNSWAG_OK) return s;
+    return unswag_stochastic_levels(op->act, op->bits, cb->levels);
+  }
   if (op->codebook) {
     unswag_status s = unswag_codebook_validate(op->codebook);
     if (s != UNSWAG_OK) return s;

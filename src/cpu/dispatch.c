@@ -5,6 +5,7 @@
 #include "../core/internal.h"
 #include "cpu_kernels.h"
 #include "parallel.h"
+#include "stochastic.h"
 
 /* Shared validation of the call; fills the kernel arguments. */
 static unswag_status prepare(const unswag_op *op, unswag_dtype dtype, const void *in,
@@ -46,12 +47,20 @@ typedef struct {
   const uint8_t *in;    /* x or dy */
   uint8_t *out;         /* y or dx */
   const uint8_t *codes; /* forward writes them: its caller passed them non-const */
+  uint64_t seed;        /* stochastic codes only */
 } act_call;
 
 static void forward_piece(void *ctx, size_t b, size_t e) {
   const act_call *c = (const act_call *)ctx;
   c->k->forward(&c->ka, c->in + b * c->es, c->out + b * c->es,
                 (uint8_t *)c->codes + b / 8 * (size_t)c->ka.bits, e - b);
+}
+
+/* Stochastic codes: scalar kernel for y; the piece passes its global offset b. */
+static void stochastic_forward_piece(void *ctx, size_t b, size_t e) {
+  const act_call *c = (const act_call *)ctx;
+  unswag_cpu_stochastic_forward(&c->ka, c->seed, b, c->in + b * c->es, c->out + b * c->es,
+                                (uint8_t *)c->codes + b / 8 * (size_t)c->ka.bits, e - b);
 }
 
 static void backward_piece(void *ctx, size_t b, size_t e) {
@@ -74,6 +83,9 @@ static unswag_status run(const unswag_op *op, unswag_dtype dtype, const void *in
   c.in = (const uint8_t *)in;
   c.out = (uint8_t *)out;
   c.codes = codes;
+  c.seed = op->seed;
+  if (piece == forward_piece && op->code_kind == UNSWAG_CODES_STOCHASTIC)
+    piece = stochastic_forward_piece;
   const int threads = unswag_cpu_thread_count(path, opts ? opts->num_threads : 0, n);
   unswag_cpu_parallel_for(n, threads, piece, &c);
   return UNSWAG_OK;

@@ -45,6 +45,7 @@
 #include "../core/act_math.h"
 #include "../core/internal.h"
 #include "common.cuh"
+#include "stochastic.cuh"
 
 using namespace unswag_cuda;
 
@@ -680,6 +681,10 @@ unswag_status run(const char *fn, void (*dispatch)(const Call &), const unswag_o
   const uintptr_t codes = (uintptr_t)codes_in | (uintptr_t)codes_out;  // one is null
   const int flags = flags_for(data, codes, op->bits, unswag_dtype_size(dtype));
   const bool vec = data % 16 == 0;
+  if (codes_out && op->code_kind == UNSWAG_CODES_STOCHASTIC) {  // its own kernel: stochastic.cu
+    launch_stochastic_forward(op, cb.levels, dtype, in, out, codes_out, n, dev, stream);
+    return launch_status(fn);
+  }
   const Call c = {in, codes_in, out, codes_out, n, dev, vec, flags, stream, op, &cb, dtype};
   dispatch(c);
   return launch_status(fn);

@@ -136,3 +136,36 @@ uint32_t ref_unpack(const uint8_t *codes, size_t i, int bits) {
   size_t bit = i * (size_t)bits;
   return (codes[bit / 8] >> (bit % 8)) & ((1u << bits) - 1u);
 }
+
+/* ---- stochastic codes ------------------------------------------------------- */
+
+void ref_stochastic_levels(double lo, int bits, float *levels) {
+  const double hi = 1.0 - lo;
+  const int top = (1 << bits) - 1;
+  for (int j = 0; j <= top; ++j) levels[j] = (float)(lo + (hi - lo) * j / top);
+}
+
+/* splitmix64: the state advances by the golden gamma, then is mixed */
+static uint64_t ref_splitmix64(uint64_t seed, uint64_t steps) {
+  uint64_t state = seed + steps * 0x9E3779B97F4A7C15ull;
+  uint64_t z = state;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+uint32_t ref_stochastic_code(unswag_activation act, int bits, uint64_t seed, uint64_t i, float x,
+                             const float *levels, double *margin) {
+  *margin = 1.0;
+  if (isnan(x)) return 0;
+  const int top = (1 << bits) - 1;
+  double d = isinf(x) ? (x > 0 ? 1.0 : 0.0) : unswag_derivative(act, (double)x);
+  if (d < levels[0]) d = levels[0];
+  if (d > levels[top]) d = levels[top];
+  int j = 0;
+  while (j + 1 < top && levels[j + 1] <= d) ++j;
+  const double p = (d - levels[j]) / ((double)levels[j + 1] - levels[j]);
+  const double u = (double)(ref_splitmix64(seed, i + 1) >> 40) / 16777216.0;
+  *margin = fabs(u - p);
+  return (uint32_t)j + (u < p ? 1u : 0u);
+}

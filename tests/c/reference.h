@@ -25,4 +25,15 @@ uint32_t ref_backward_bits(const unswag_op *op, const unswag_codebook *cb, unswa
                            uint32_t dy_bits, uint32_t c);
 /* The code of element i in a packed buffer. */
 uint32_t ref_unpack(const uint8_t *codes, size_t i, int bits);
+
+/* Stochastic codes (unswag.h, UNSWAG_CODES_STOCHASTIC), in double: the level
+ * grid float(lo + j (hi - lo) / (2^bits - 1)) with lo = min f' (searched on a
+ * fine grid by the caller's unswag_derivative, then given here), the draw
+ * u = top 24 bits of splitmix64 at step i + 1 / 2^24, and the code j + (u < p)
+ * with p from d = f'(x) in double.  *margin = |u - p| (how far the draw was
+ * from flipping the code: a float kernel may differ only where it is tiny). */
+uint32_t ref_stochastic_code(unswag_activation act, int bits, uint64_t seed, uint64_t i, float x,
+                             const float *levels, double *margin);
+/* The 2^bits levels, from lo = min f' and hi = 1 - lo. */
+void ref_stochastic_levels(double lo, int bits, float *levels);
 #endif

@@ -4,6 +4,9 @@
  *   test_cuda            full run (exhaustive 16-bit, 10^7 random fp32, ...)
  *   test_cuda --quick    reduced run, for compute-sanitizer
  *
+ * Includes stochastic codes (test_stochastic): CUDA codes byte for byte equal
+ * to the CPU's for all 16-bit inputs, a sample of fp32, two seeds.
+ *
  * Needs a CUDA device.  Compares codes byte for byte, 16-bit outputs and all
  * backward outputs bit for bit, fp32 forward outputs of smooth activations
  * within 1 ulp (CUDA's double exp/erfc vs libm); NaN outputs bit for bit
@@ -520,6 +523,59 @@ static void test_tails(void) {
   free(dy);
 }
 
+/* ---- stochastic codes: the CPU's bytes for a given seed ----------------------------- */
+
+static void test_stochastic(void) {
+  static const unswag_activation smooth[3] = {UNSWAG_SILU, UNSWAG_GELU, UNSWAG_GELU_TANH};
+  static const uint64_t seeds[2] = {7, 0xDEADBEEF12345678ull};
+  const size_t n16 = 65536, n32 = quick ? 65536 : (size_t)1 << 20;
+  uint16_t *x16 = (uint16_t *)xmalloc(n16 * 2), *dy16 = (uint16_t *)xmalloc(n16 * 2);
+  float *x32 = (float *)xmalloc(n32 * 4), *dy32 = (float *)xmalloc(n32 * 4);
+  for (size_t i = 0; i < n16; ++i) {
+    x16[i] = (uint16_t)i;
+    dy16[i] = (uint16_t)(i * 40503u + 12345u);
+  }
+  for (size_t i = 0; i < n32; ++i) {
+    x32[i] = i % 8 == 0 ? f32_of((uint32_t)rnd64()) : (float)(3.0 * rnd_normal());
+    dy32[i] = (float)rnd_normal();
+  }
+  int ok = 0, total = 0;
+  for (int a = 0; a < 3; ++a)
+    for (int b = 1; b <= 8; b *= 2)
+      for (int s = 0; s < 2; ++s) {
+        unswag_op op = unswag_op_make(smooth[a], b);
+        op.code_kind = UNSWAG_CODES_STOCHASTIC;
+        op.seed = seeds[s];
+        char label[256];
+        layout L = {0};
+        L.twice = 1;
+        for (int d = UNSWAG_F16; d <= UNSWAG_BF16; ++d) {
+          snprintf(label, sizeof label, "stochastic %s %s/k%d seed %llx",
+                   dtype_name((unswag_dtype)d), unswag_activation_name(smooth[a]), b,
+                   (unsigned long long)seeds[s]);
+          ok += run_case(label, &op, (unswag_dtype)d, x16, dy16, NULL, n16, L);
+          ++total;
+        }
+        L.fp32_ulps = 1;
+        snprintf(label, sizeof label, "stochastic f32 %s/k%d seed %llx",
+                 unswag_activation_name(smooth[a]), b, (unsigned long long)seeds[s]);
+        ok += run_case(label, &op, UNSWAG_F32, x32, dy32, NULL, n32, L);
+        ++total;
+        /* odd byte offsets (byte-wise loads), in place, a partial last group */
+        layout O = {0};
+        O.ox = 1, O.oc = 3, O.ody = 1, O.inplace = 1;
+        snprintf(label, sizeof label, "stochastic bf16 %s/k%d unaligned in-place tail",
+                 unswag_activation_name(smooth[a]), b);
+        ok += run_case(label, &op, UNSWAG_BF16, x16, dy16, NULL, n16 - 3, O);
+        ++total;
+      }
+  printf("  stochastic codes: %d/%d cases match the CPU\n", ok, total);
+  free(x16);
+  free(dy16);
+  free(x32);
+  free(dy32);
+}
+
 /* ---- 5. bad input leaves every output untouched ----------------------------------------- */
 
 static int untouched(const arena *a, size_t bytes) {
@@ -781,6 +837,7 @@ int main(int argc, char **argv) {
   test_fp32(n_fp32);
   test_offsets();
   test_tails();
+  test_stochastic();
   test_bad_input();
   test_graph();
 

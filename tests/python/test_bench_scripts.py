@@ -146,12 +146,12 @@ def test_convergence_bench_runs_tiny(tmp_path, capsys):
     res = bench.main(["--corpus", FORTUNES, "--max-bytes", "100000", "--steps", "6",
                       "--eval-every", "3", "--seeds", "2", "--layers", "1", "--hidden", "32",
                       "--heads", "2", "--seq", "32", "--batch", "4", "--val-seqs", "4",
-                      "--variants", "exact,2,1c,2r", "--cal-calls", "2", "--recal-every", "3",
+                      "--variants", "exact,2,1c,2r,2s", "--cal-calls", "2", "--recal-every", "3",
                       "--models", "gelu,silu", "--out", str(tmp_path)])
     s = res["summary"]
     assert set(s) == {"gelu", "silu"}
     for act in s:
-        assert list(s[act]["variants"]) == ["exact", "2", "1c", "2r"]
+        assert list(s[act]["variants"]) == ["exact", "2", "1c", "2r", "2s"]
         assert s[act]["noise_floor"]["bitwise_equal"], "two exact runs of one seed differ"
         ex = s[act]["variants"]["exact"]
         assert ex["diff_mean"] == 0 and ex["steps_ratio_mean"] == 1.0 and ex["n"] == 2
@@ -159,7 +159,8 @@ def test_convergence_bench_runs_tiny(tmp_path, capsys):
     assert "calibrated gelu, 1 bit" in res["reports"]["gelu 1c"]
     assert "refitted every 3 training calls" in res["reports"]["silu 2r"]
     assert "built-in silu, 2 bit" in res["reports"]["silu 2"]
-    assert len(res["runs"]) == 2 * 4 * 2
+    assert "stochastic gelu, 2 bit" in res["reports"]["gelu 2s"]
+    assert len(res["runs"]) == 2 * 5 * 2
     with open(tmp_path / "convergence-gelu-silu.json") as f:
         saved = json.load(f)
     assert saved["final"] and saved["summary"]["gelu"]["exact_sd"] == s["gelu"]["exact_sd"]

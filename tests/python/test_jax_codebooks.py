@@ -50,3 +50,9 @@ def test_pure_path_without_library_uses_shipped_tables(monkeypatch):
         assert y.shape == (16,)
     finally:
         _ops.builtin_codebook.cache_clear()
+
+
+def test_stochastic_codes_refused_clearly():
+    from unswag.jax._ops import make_spec
+    with pytest.raises(ValueError, match="deterministic codes"):
+        make_spec("silu", 2, codes="stochastic")

@@ -68,7 +68,8 @@ def _functions(text):
     return out
 
 
-ENUMS = {"unswag_status", "unswag_dtype", "unswag_activation", "unswag_cpu_path"}
+ENUMS = {"unswag_status", "unswag_dtype", "unswag_activation", "unswag_cpu_path",
+         "unswag_code_kind"}
 
 
 def _ctype_of(c_type):
@@ -79,7 +80,7 @@ def _ctype_of(c_type):
     if c_type in ENUMS or c_type == "int":
         return ctypes.c_int
     return {"size_t": ctypes.c_size_t, "float": ctypes.c_float, "double": ctypes.c_double,
-            "uint16_t": ctypes.c_uint16}[c_type]
+            "uint16_t": ctypes.c_uint16, "uint64_t": ctypes.c_uint64}[c_type]
 
 
 def test_enums_match():
@@ -94,6 +95,9 @@ def test_enums_match():
             if not k.endswith("_COUNT_")}
     assert acts == N.ACTIVATIONS
     assert N.EXACT <= set(acts)
+    kinds = {k[len("UNSWAG_CODES_"):].lower(): v for k, v in enums["unswag_code_kind"].items()
+             if not k.endswith("_COUNT_")}
+    assert kinds == N.CODE_KINDS
 
 
 @pytest.mark.parametrize("c_name,py_struct", [("unswag_codebook", N.Codebook),

@@ -81,8 +81,13 @@ def _custom_codebook(codebook, bits):
 
 
 def make_spec(act: str, bits: int | None = None, *, slope: float = 0.01, lo: float = -1.0,
-              hi: float = 1.0, codebook: Any = None, impl: str = "auto") -> Spec:
-    """Validates the static arguments; raises ValueError with what is wrong."""
+              hi: float = 1.0, codebook: Any = None, impl: str = "auto",
+              codes: str = "deterministic") -> Spec:
+    """Validates the static arguments; raises ValueError with what is wrong.
+    codes: only "deterministic" for now (stochastic codes exist in C and torch only)."""
+    if codes != "deterministic":
+        raise ValueError(f"codes={codes!r}: the JAX bindings have only deterministic codes; "
+                         "stochastic codes are in the C library and unswag.torch so far")
     if act not in _native.ACTIVATIONS:
         raise ValueError(f"unknown activation {act!r}; expected one of "
                          f"{sorted(_native.ACTIVATIONS)}")

@@ -3,7 +3,10 @@
 Each function computes ``y = f(x)`` exactly and keeps for the backward pass
 only the packed code of ``x`` (``bits`` bits an element).  The relu family is
 exact with 1 bit; silu and gelu use the library's built-in L2-optimal
-codebook at ``bits`` in {1, 2, 4, 8} (default 2).
+codebook at ``bits`` in {1, 2, 4, 8} (default DEFAULT_BITS), or with
+``codes="stochastic"`` unbiased random codes over a uniform level grid
+(docs/design.md section 2): each call draws a fresh 64-bit seed from torch's
+default CPU generator, so ``torch.manual_seed`` makes runs reproducible.
 """
 from __future__ import annotations
 
@@ -14,13 +17,20 @@ from .._native import DEFAULT_BITS
 from . import ops  # noqa: F401  (registers torch.ops.unswag.*)
 
 
+def draw_seed() -> int:
+    """A fresh seed for one stochastic forward, from torch's default CPU generator."""
+    return int(torch.randint(0, 2**62, (), dtype=torch.int64))
+
+
 def activation(x: Tensor, act: str, bits: int = 1, slope: float = 0.01, lo: float = -1.0,
-               hi: float = 1.0, codebook=None) -> Tensor:
+               hi: float = 1.0, codebook=None, codes: str = "deterministic") -> Tensor:
     """Generic entry: ``act`` is one of relu, leaky_relu, relu6, hardtanh, silu, gelu, gelu_tanh.
-    ``codebook`` (smooth only): None for the built-in one, or boundaries then levels."""
+    ``codebook`` (smooth only): None for the built-in one, or boundaries then levels.
+    ``codes``: "deterministic" or "stochastic" (smooth only, no codebook; a fresh seed a call)."""
     cb = None if codebook is None else [float(v) for v in codebook]
+    seed = draw_seed() if codes == "stochastic" else 0
     y, _codes = torch.ops.unswag.act_forward(x, act, int(bits), float(slope), float(lo),
-                                             float(hi), cb)
+                                             float(hi), cb, codes, seed)
     return y
 
 
@@ -40,17 +50,18 @@ def hardtanh(x: Tensor, min_val: float = -1.0, max_val: float = 1.0, bits: int =
     return activation(x, "hardtanh", bits, lo=min_val, hi=max_val)
 
 
-def silu(x: Tensor, bits: int = DEFAULT_BITS, codebook=None) -> Tensor:
-    return activation(x, "silu", bits, codebook=codebook)
+def silu(x: Tensor, bits: int = DEFAULT_BITS, codebook=None,
+         codes: str = "deterministic") -> Tensor:
+    return activation(x, "silu", bits, codebook=codebook, codes=codes)
 
 
 def gelu(x: Tensor, approximate: str = "none", bits: int = DEFAULT_BITS,
-         codebook=None) -> Tensor:
+         codebook=None, codes: str = "deterministic") -> Tensor:
     if approximate not in ("none", "tanh"):
         raise ValueError(f"unswag.torch.gelu: approximate must be 'none' or 'tanh', "
                          f"got {approximate!r}")
     return activation(x, "gelu" if approximate == "none" else "gelu_tanh", bits,
-                      codebook=codebook)
+                      codebook=codebook, codes=codes)
 
 
 def gated_act(g: Tensor, u: Tensor, act: str = "silu") -> Tensor:

@@ -7,6 +7,14 @@ from torch import Tensor, nn
 from . import functional as F
 
 
+def stochastic_codebook_text(act: str, bits: int) -> str:
+    """The surgery report's line for stochastic codes of `act` at `bits`."""
+    from .._native import stochastic_levels
+    lv = stochastic_levels(act, bits)
+    return (f"codebook: stochastic {act}, {bits} bit ({1 << bits} levels {lv[0]:.4g} .. "
+            f"{lv[-1]:.4g}, unbiased: E[level] = f'(x), fresh seed per call)")
+
+
 class _Act(nn.Module):
     """Base of the activation modules.  The relu family's constructors mirror torch.nn's
     (``inplace`` accepted and ignored) and store ``params``, which the functional form
@@ -58,11 +66,18 @@ class SmoothAct(_Act):
     """silu / gelu: exact forward, k-bit codebook backward.  ``codebook`` is None (the
     built-in table) or a custom one (boundaries then levels, floats), e.g. calibrated on
     the layer's own inputs (unswag.torch.calibration); ``calibration``, when set,
-    records the inputs of the forward calls it selects and refits the codebook."""
+    records the inputs of the forward calls it selects and refits the codebook.
+    ``codes="stochastic"``: unbiased random codes instead (no codebook, no calibration;
+    a fresh seed every forward call)."""
 
-    def __init__(self, bits: int, codebook=None):
+    def __init__(self, bits: int, codebook=None, codes: str = "deterministic"):
         super().__init__()
+        if codes not in ("deterministic", "stochastic"):
+            raise ValueError(f"codes must be 'deterministic' or 'stochastic', got {codes!r}")
+        if codes == "stochastic" and codebook is not None:
+            raise ValueError("stochastic codes use their own level grid; pass no codebook")
         self.bits = bits
+        self.codes = codes
         self.codebook = None if codebook is None else [float(v) for v in codebook]
         self.calibration = None
 
@@ -70,6 +85,8 @@ class SmoothAct(_Act):
         """Record the inputs of the next `calls` forward calls (None: until
         finish_calibration), again every `every` calls, and fit after each window;
         train_only: count only calls in train mode with gradients on."""
+        if self.codes == "stochastic":
+            raise ValueError("stochastic codes have no codebook to calibrate")
         from .calibration import Calibration
         self.calibration = Calibration(calls, every, train_only)
 
@@ -107,6 +124,8 @@ class SmoothAct(_Act):
         from .functional import codebook as builtin
         m = 1 << self.bits
         cal = self.calibration
+        if self.codes == "stochastic":
+            return stochastic_codebook_text(self.act, self.bits)
         if self.codebook is None:
             text = (f"codebook: built-in {self.act}, {self.bits} bit ({m} levels, L2 rms "
                     f"{builtin(self.act, self.bits)[2]:.4g} under N(0,1))")
@@ -126,32 +145,35 @@ class SmoothAct(_Act):
         return text
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}" + (", codebook=custom" if self.codebook is not None else "")
+        return (f"bits={self.bits}" + (", codebook=custom" if self.codebook is not None else "")
+                + (", codes='stochastic'" if self.codes == "stochastic" else ""))
 
 
 class SiLU(SmoothAct):
     """SiLU with an exact forward and a k-bit (default DEFAULT_BITS) approximate backward."""
     act = "silu"
 
-    def __init__(self, inplace: bool = False, bits: int = F.DEFAULT_BITS, codebook=None):
-        super().__init__(bits, codebook)
+    def __init__(self, inplace: bool = False, bits: int = F.DEFAULT_BITS, codebook=None,
+                 codes: str = "deterministic"):
+        super().__init__(bits, codebook, codes)
 
     def _act(self, x: Tensor) -> Tensor:
-        return F.silu(x, self.bits, self.codebook)
+        return F.silu(x, self.bits, self.codebook, self.codes)
 
 
 class GELU(SmoothAct):
     """GELU (erf, or tanh with approximate='tanh'); exact forward, k-bit backward."""
 
-    def __init__(self, approximate: str = "none", bits: int = F.DEFAULT_BITS, codebook=None):
+    def __init__(self, approximate: str = "none", bits: int = F.DEFAULT_BITS, codebook=None,
+                 codes: str = "deterministic"):
         if approximate not in ("none", "tanh"):
             raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
-        super().__init__(bits, codebook)
+        super().__init__(bits, codebook, codes)
         self.approximate = approximate
         self.act = "gelu" if approximate == "none" else "gelu_tanh"
 
     def _act(self, x: Tensor) -> Tensor:
-        return F.gelu(x, self.approximate, self.bits, self.codebook)
+        return F.gelu(x, self.approximate, self.bits, self.codebook, self.codes)
 
     def extra_repr(self) -> str:
         return f"approximate={self.approximate!r}, " + super().extra_repr()

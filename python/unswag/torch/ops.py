@@ -2,13 +2,19 @@
 
 Ops (namespace ``unswag``):
 
-- ``act_forward(x, act, bits, slope, lo, hi, codebook=None) -> (y, codes)``: y = f(x)
-  exactly, codes = packed k-bit code of x (uint8, ``ceil(numel*bits/8)`` bytes).
-- ``act_backward(dy, codes, act, bits, slope, lo, hi, codebook=None) -> dx``.
+- ``act_forward(x, act, bits, slope, lo, hi, codebook=None, code_kind="deterministic",
+  seed=0) -> (y, codes)``: y = f(x) exactly, codes = packed k-bit code of x (uint8,
+  ``ceil(numel*bits/8)`` bytes).
+- ``act_backward(dy, codes, act, bits, slope, lo, hi, codebook=None,
+  code_kind="deterministic") -> dx``.
   ``codebook`` (smooth activations only): None for the built-in table, or the
   2^bits - 1 boundaries followed by the 2^bits levels of a custom codebook (e.g.
   a per-layer calibrated one, unswag.torch.calibration); forward and backward
   must get the same one.
+  ``code_kind``: "deterministic" (default) or "stochastic" (silu/gelu/gelu_tanh,
+  no codebook): unbiased random codes drawn from ``seed`` (a fresh seed per call
+  is the caller's job, see functional.activation); the backward then scales by
+  the stochastic level grid, so forward and backward must get the same kind.
 - ``gated_forward(g, u, act) -> h``: h = act(g) * u.
 - ``gated_backward(dh, g, u, act) -> (dg, du)``.
 
@@ -73,6 +79,19 @@ def _validate_codebook(act: str, bits: int, codebook) -> None:
 _CODEBOOKS = {}  # tuple of floats -> ctypes Codebook: built once, reused every call
 
 
+def _validate_codes(act: str, code_kind: str, codebook) -> None:
+    if code_kind not in N.CODE_KINDS:
+        raise ValueError(f"unswag: codes must be one of {sorted(N.CODE_KINDS)}; "
+                         f"got {code_kind!r}")
+    if code_kind == "stochastic":
+        if act in N.EXACT:
+            raise ValueError(f"unswag: stochastic codes take silu, gelu or gelu_tanh; {act} is "
+                             "exact")
+        if codebook is not None:
+            raise ValueError("unswag: stochastic codes use their own level grid; pass no "
+                             "codebook")
+
+
 def _native_codebook(bits: int, codebook):
     key = (bits, tuple(codebook))
     cb = _CODEBOOKS.get(key)
@@ -88,30 +107,33 @@ def _native_codebook(bits: int, codebook):
     return cb
 
 
-def _op(act, bits, slope, lo, hi, codebook=None):
+def _op(act, bits, slope, lo, hi, codebook=None, code_kind="deterministic", seed=0):
     """The C op (and the codebook it points to, to keep alive for the call)."""
     cb = None if codebook is None else _native_codebook(bits, codebook)
-    return N.make_op(act, bits, slope, lo, hi, cb), cb
+    return N.make_op(act, bits, slope, lo, hi, cb, code_kind, seed), cb
 
 
 # ---------------------------------------------------------------- act forward/backward
 
 @torch.library.custom_op("unswag::act_forward", mutates_args=())
 def act_forward(x: Tensor, act: str, bits: int, slope: float, lo: float,
-                hi: float, codebook: Optional[List[float]] = None) -> Tuple[Tensor, Tensor]:
+                hi: float, codebook: Optional[List[float]] = None,
+                code_kind: str = "deterministic", seed: int = 0) -> Tuple[Tensor, Tensor]:
     raise unsupported_device("act_forward", x)
 
 
 def _act_forward(device, x: Tensor, act: str, bits: int, slope: float, lo: float,
-                 hi: float, codebook: Optional[List[float]] = None) -> Tuple[Tensor, Tensor]:
+                 hi: float, codebook: Optional[List[float]] = None,
+                 code_kind: str = "deterministic", seed: int = 0) -> Tuple[Tensor, Tensor]:
     _validate_act(act, bits)
     _validate_codebook(act, bits, codebook)
+    _validate_codes(act, code_kind, codebook)
     dt = _dtype_code(x, "act_forward")
     x = x.contiguous()
     n = x.numel()
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
     codes = torch.empty((_code_bytes(n, bits),), dtype=torch.uint8, device=x.device)
-    op, _cb = _op(act, bits, slope, lo, hi, codebook)
+    op, _cb = _op(act, bits, slope, lo, hi, codebook, code_kind, seed)
     device.run(f"act_forward({act}, bits={bits}, {x.dtype}, {x.device})", "unswag_forward",
                ctypes.byref(op), dt, x, y, codes, n)
     return y, codes
@@ -121,9 +143,10 @@ register_kernels(act_forward, _act_forward)
 
 
 @act_forward.register_fake
-def _(x, act, bits, slope, lo, hi, codebook=None):
+def _(x, act, bits, slope, lo, hi, codebook=None, code_kind="deterministic", seed=0):
     _validate_act(act, bits)
     _validate_codebook(act, bits, codebook)
+    _validate_codes(act, code_kind, codebook)
     _dtype_code(x, "act_forward")
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
     codes = x.new_empty((_code_bytes(x.numel(), bits),), dtype=torch.uint8)
@@ -132,14 +155,17 @@ def _(x, act, bits, slope, lo, hi, codebook=None):
 
 @torch.library.custom_op("unswag::act_backward", mutates_args=())
 def act_backward(dy: Tensor, codes: Tensor, act: str, bits: int, slope: float, lo: float,
-                 hi: float, codebook: Optional[List[float]] = None) -> Tensor:
+                 hi: float, codebook: Optional[List[float]] = None,
+                 code_kind: str = "deterministic") -> Tensor:
     raise unsupported_device("act_backward", dy)
 
 
 def _act_backward(device, dy: Tensor, codes: Tensor, act: str, bits: int, slope: float,
-                  lo: float, hi: float, codebook: Optional[List[float]] = None) -> Tensor:
+                  lo: float, hi: float, codebook: Optional[List[float]] = None,
+                  code_kind: str = "deterministic") -> Tensor:
     _validate_act(act, bits)
     _validate_codebook(act, bits, codebook)
+    _validate_codes(act, code_kind, codebook)
     same_device("act_backward", dy, codes)
     dt = _dtype_code(dy, "act_backward")
     if codes.dtype != torch.uint8:
@@ -151,7 +177,7 @@ def _act_backward(device, dy: Tensor, codes: Tensor, act: str, bits: int, slope:
     dy = dy.contiguous()
     codes = codes.contiguous()
     dx = torch.empty_like(dy, memory_format=torch.contiguous_format)
-    op, _cb = _op(act, bits, slope, lo, hi, codebook)
+    op, _cb = _op(act, bits, slope, lo, hi, codebook, code_kind)
     device.run(f"act_backward({act}, bits={bits}, {dy.dtype}, {dy.device})", "unswag_backward",
                ctypes.byref(op), dt, dy, codes, dx, n)
     return dx
@@ -161,24 +187,25 @@ register_kernels(act_backward, _act_backward)
 
 
 @act_backward.register_fake
-def _(dy, codes, act, bits, slope, lo, hi, codebook=None):
+def _(dy, codes, act, bits, slope, lo, hi, codebook=None, code_kind="deterministic"):
     _validate_act(act, bits)
     _validate_codebook(act, bits, codebook)
+    _validate_codes(act, code_kind, codebook)
     _dtype_code(dy, "act_backward")
     return torch.empty_like(dy, memory_format=torch.contiguous_format)
 
 
 def _act_setup(ctx, inputs, output):
-    _x, act, bits, slope, lo, hi, codebook = inputs
+    _x, act, bits, slope, lo, hi, codebook, code_kind, _seed = inputs
     _y, codes = output
     ctx.save_for_backward(codes)
-    ctx.params = (act, bits, slope, lo, hi, codebook)
+    ctx.params = (act, bits, slope, lo, hi, codebook, code_kind)
 
 
 def _act_bwd(ctx, dy, _dcodes):
     (codes,) = ctx.saved_tensors
     dx = torch.ops.unswag.act_backward(dy, codes, *ctx.params)
-    return dx, None, None, None, None, None, None
+    return dx, None, None, None, None, None, None, None, None
 
 
 torch.library.register_autograd("unswag::act_forward", _act_bwd, setup_context=_act_setup)

@@ -10,8 +10,9 @@ Protocols (DESIGN.md §1):
 
 - relu, leaky_relu, relu6, hardtanh modules: exact, 1 bit kept for backward;
 - non-gated silu / gelu / gelu-tanh modules: exact forward, ``bits``-bit
-  codebook backward (default 2); the built-in codebook, or with ``calibrate=N``
-  one fitted per layer to the inputs of its first N calls;
+  codebook backward (default DEFAULT_BITS); the built-in codebook, or with
+  ``calibrate=N`` one fitted per layer to the inputs of its first N calls, or with
+  ``codes="stochastic"`` unbiased random codes (a fresh seed every call);
 - gated MLPs (SwiGLU / GeGLU) in the forms of unswag.torch.gated_forms (separate
   gate/up projections, Phi-3's fused ``gate_up_proj``, T5 v1.1's ``wi_0``/``wi_1``),
   each verified on a probe, with plain ``nn.Linear`` projections: one fused autograd
@@ -92,7 +93,7 @@ def _classify_activation(m) -> Optional[Tuple[str, Dict[str, Any]]]:
     return None
 
 
-def _make_module(act: str, params: Dict[str, Any], bits: int):
+def _make_module(act: str, params: Dict[str, Any], bits: int, codes: str = "deterministic"):
     from . import modules as M
     if act == "relu":
         return M.ReLU()
@@ -103,10 +104,10 @@ def _make_module(act: str, params: Dict[str, Any], bits: int):
     if act == "hardtanh":
         return M.Hardtanh(params["lo"], params["hi"])
     if act == "silu":
-        return M.SiLU(bits=bits)
+        return M.SiLU(bits=bits, codes=codes)
     if act == "gelu":
-        return M.GELU("none", bits=bits)
-    return M.GELU("tanh", bits=bits)
+        return M.GELU("none", bits=bits, codes=codes)
+    return M.GELU("tanh", bits=bits, codes=codes)
 
 
 def _forward_slot(m) -> str:
@@ -263,7 +264,7 @@ def _optional_int_arg(name: str, v) -> Optional[int]:
 
 
 def _check_args(model, bits, gated, tile_tokens, attention, activations, lm_loss,
-                calibrate=None, recalibrate_every=None):
+                calibrate=None, recalibrate_every=None, codes="deterministic"):
     import torch.nn as nn
     if not isinstance(model, nn.Module):
         raise TypeError("apply_unswag_surgery: model must be a torch.nn.Module, got "
@@ -277,7 +278,11 @@ def _check_args(model, bits, gated, tile_tokens, attention, activations, lm_loss
         raise ValueError("apply_unswag_surgery: recalibrate_every needs calibrate and must "
                          f"exceed it (got calibrate={calibrate}, "
                          f"recalibrate_every={recalibrate_every})")
-    return dict(bits=_int_arg("bits", bits, (1, 2, 4, 8)),
+    codes = _choice_arg("codes", codes, ("deterministic", "stochastic"))
+    if codes == "stochastic" and calibrate is not None:
+        raise ValueError("apply_unswag_surgery: codes='stochastic' has no codebook to "
+                         "calibrate; pass calibrate=None")
+    return dict(bits=_int_arg("bits", bits, (1, 2, 4, 8)), codes=codes,
                 gated=_choice_arg("gated", gated, GATED_MODES + (None,)),
                 tile_tokens=_int_arg("tile_tokens", tile_tokens),
                 attention=_choice_arg("attention", attention, ATTENTION_IMPLS + (None,)),
@@ -305,9 +310,12 @@ def _model_dtype(model):
     return torch.float32
 
 
-def _codebook_text(act: str, bits: int) -> str:
+def _codebook_text(act: str, bits: int, codes: str = "deterministic") -> str:
     if act in _EXACT_ACTS:
         return "exact 1-bit predicate code (no codebook)"
+    if codes == "stochastic":
+        from .modules import stochastic_codebook_text
+        return stochastic_codebook_text(act, bits)
     from .functional import codebook
     rms = codebook(act, bits)[2]
     return f"codebook: built-in {act}, {bits} bit ({1 << bits} levels, L2 rms {rms:.4g})"
@@ -332,7 +340,8 @@ def apply_unswag_surgery(model, *, bits: int = DEFAULT_BITS, gated: Optional[str
                          activations: bool = True,
                          lm_loss: Optional[str] = None,
                          long_context=False, calibrate: Optional[int] = None,
-                         recalibrate_every: Optional[int] = None) -> SurgeryReport:
+                         recalibrate_every: Optional[int] = None,
+                         codes: str = "deterministic") -> SurgeryReport:
     """Patch `model` in place; returns a SurgeryReport.
 
     bits: code width for non-gated silu/gelu (1, 2, 4 or 8); the relu family is
@@ -355,6 +364,9 @@ def apply_unswag_surgery(model, *, bits: int = DEFAULT_BITS, gated: Optional[str
         gradients on; built-in codebook meanwhile), then fits its own codebook to them
         (unswag.torch.calibration).
     recalibrate_every: with calibrate=N, K > N repeats that every K training calls.
+    codes: "deterministic" (default: the codebook's piecewise-constant f') or
+        "stochastic": unbiased random codes for silu/gelu (E[level] = f'(x); a fresh
+        seed from torch's default generator every forward call; no calibration).
 
     Raises TypeError / ValueError for arguments of the wrong type or value.
     """
@@ -363,7 +375,7 @@ def apply_unswag_surgery(model, *, bits: int = DEFAULT_BITS, gated: Optional[str
     from . import probe_bytes as PB
     from .flow import Analyzer, functional_activations
     options = _check_args(model, bits, gated, tile_tokens, attention, activations, lm_loss,
-                          calibrate, recalibrate_every)
+                          calibrate, recalibrate_every, codes)
     bits, tile_tokens = options["bits"], options["tile_tokens"]
     lc_cfg = _long_context_config(long_context)
     options["long_context"] = lc_cfg
@@ -446,13 +458,14 @@ def apply_unswag_surgery(model, *, bits: int = DEFAULT_BITS, gated: Optional[str
             if why is not None:
                 report.left_alone.append((path, why))
                 continue
-            new = _make_module(act, params, bits)
+            new = _make_module(act, params, bits, options["codes"])
             b0, b1 = PB.per_element(child, dtype), PB.per_element(new, dtype)
             undo.append(("child", parent, cname, child))
             setattr(parent, cname, new)
             proto = "exact 1 bit" if act in _EXACT_ACTS else f"{bits} bit"
             report.patched.append((path, f"{act} {proto}"))
-            report.codes[path] = _codebook_text(act, 1 if act in _EXACT_ACTS else bits)
+            report.codes[path] = _codebook_text(act, 1 if act in _EXACT_ACTS else bits,
+                                                options["codes"])
             if act not in _EXACT_ACTS and calibrate is not None:
                 new.start_calibration(calibrate, recalibrate_every, train_only=True)
                 report.live[path] = new
