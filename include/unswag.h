@@ -29,7 +29,7 @@ extern "C" {
 #endif
 
 #define UNSWAG_VERSION_MAJOR 0
-#define UNSWAG_VERSION_MINOR 1
+#define UNSWAG_VERSION_MINOR 2
 #define UNSWAG_VERSION_PATCH 0
 #define UNSWAG_VERSION_NUMBER \
   (UNSWAG_VERSION_MAJOR * 10000 + UNSWAG_VERSION_MINOR * 100 + UNSWAG_VERSION_PATCH)
@@ -68,7 +68,7 @@ UNSWAG_API const char *unswag_status_string(unswag_status status);
 UNSWAG_API const char *unswag_last_error(void);
 
 UNSWAG_API int unswag_version(void);                /* UNSWAG_VERSION_NUMBER */
-UNSWAG_API const char *unswag_version_string(void); /* e.g. "0.1.0" */
+UNSWAG_API const char *unswag_version_string(void); /* e.g. "0.2.0" */
 
 /* ---- element types -------------------------------------------------------- */
 
