@@ -20,6 +20,7 @@
 
 #include "../core/stochastic_math.h"
 #include "common.cuh"
+#include "element_math.cuh"
 #include "stochastic.cuh"
 
 namespace unswag_cuda {
@@ -33,31 +34,6 @@ struct StochArgs {
   bool bytewise;
   float levels[UNSWAG_MAX_LEVELS];
 };
-
-// f(x) in the output dtype, as the CPU computes it: float math for the 16-bit
-// dtypes, double math rounded once for fp32; computed NaNs canonical.
-template <int ACT, int DT>
-__device__ __forceinline__ uint32_t value_of(float v) {
-  if constexpr (DT == UNSWAG_F32) {
-    double r;
-    if constexpr (ACT == UNSWAG_SILU) r = us_silu_f64(v);
-    else if constexpr (ACT == UNSWAG_GELU) r = us_gelu_f64(v);
-    else r = us_gelu_tanh_f64(v);
-    return us_f32_to_bits(us_canon_nan((float)r));
-  } else {
-    float r;
-    if constexpr (ACT == UNSWAG_SILU) r = us_silu_f32(v);
-    else if constexpr (ACT == UNSWAG_GELU) r = us_gelu_f32(v);
-    else r = us_gelu_tanh_f32(v);
-    return DT == UNSWAG_BF16 ? us_f32_to_bf16(r) : us_f32_to_f16(r);
-  }
-}
-
-template <int DT>
-__device__ __forceinline__ float float_of(uint32_t bits) {
-  if constexpr (DT == UNSWAG_F32) return us_bits_to_f32(bits);
-  else return us_16_to_f32((uint16_t)bits, DT == UNSWAG_BF16);
-}
 
 template <int ACT, int DT>
 __global__ void __launch_bounds__(kThreads)
@@ -75,9 +51,9 @@ __global__ void __launch_bounds__(kThreads)
     uint64_t packed = 0;
     for (int k = 0; k < m; ++k) {
       const uint32_t in = load_elem<ES>(x, base + k, a.bytewise);
-      const float v = float_of<DT>(in);
+      const float v = to_float<DT>(in);
       const uint32_t c = us_stoch_code(ACT, v, lv, a.bits, a.seed, base + k);
-      store_elem<ES>(y, base + k, value_of<ACT, DT>(v), a.bytewise);
+      store_elem<ES>(y, base + k, smooth_value<ACT, DT>(v), a.bytewise);
       packed |= (uint64_t)c << (k * a.bits);
     }
     const int nbytes = (m * a.bits + 7) / 8;  // unused high bits stay zero
