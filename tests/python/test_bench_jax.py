@@ -54,6 +54,8 @@ def test_bench_jax_tiny_run(tmp_path, capsys, monkeypatch, restore_table):
     assert [r["act"] for r in res["mlp"]] == ["relu", "silu", "gelu"]
     for r in res["mlp"]:
         assert set(r["x"]) == set(impls) | {"auto"} and r["ms"]["jax.nn"] > 0
+        assert set(r["back_to_back_x"]) == set(r["x"])  # steps dispatched back to back
+        assert all(v > 0 for v in r["back_to_back_ms"].values())
         if HAVE_FFI:  # 2 layers: a forward and a backward custom call each
             assert r["entry_ops"]["ffi"].get("custom-call") == 4
             assert "custom-call" not in r["entry_ops"]["pure"]
