@@ -10,8 +10,9 @@ Measured, for bf16, fp32 and fp16 at n = 2^28 elements:
   - forward+backward of one activation (y and dx both returned) through jax.nn, the FFI
     path and the pure-JAX path, every activation at every bit width; each path also split
     into its forward and its backward alone, and a copy of the same bytes as a ceiling;
-  - an 8-layer MLP training step (1024 wide, batch 16384, bf16 and fp32): step time and
-    XLA's temporary memory for jax.nn, pure, ffi and auto;
+  - an 8-layer MLP training step (1024 wide, batch 16384, bf16 and fp32): step time (one
+    step waited for, and per step of 20 dispatched back to back) and XLA's temporary
+    memory for jax.nn, pure, ffi and auto;
   - a JAX profiler trace of a few calls, summarised per GPU kernel (--no-profile skips it).
 Timings interleave the paths being compared (rounds x reps, median), so clock drift hits
 all of them alike.
