@@ -32,7 +32,7 @@ def test_op_equals_the_c_library(act, bits, dtype):
     x = (torch.randn(4099, generator=torch.Generator().manual_seed(1)) * 3).to(dtype)
     for seed in (0, 5, 2**62 - 1):
         y, codes = torch.ops.unswag.act_forward(x, act, bits, 0.0, -1.0, 1.0, None,
-                                                "stochastic", seed)
+                                                "stochastic", torch.tensor(seed))
         cy, ccodes = _c_forward(x, act, bits, seed)
         assert torch.equal(codes, ccodes)
         assert torch.equal(y.view(torch.uint8), cy.view(torch.uint8))
@@ -43,9 +43,9 @@ def test_op_equals_the_c_library(act, bits, dtype):
 def test_opcheck_stochastic():
     x = torch.randn(37, 1).requires_grad_()
     torch.library.opcheck(torch.ops.unswag.act_forward,
-                          (x, "gelu", 2, 0.0, -1.0, 1.0, None, "stochastic", 3))
+                          (x, "gelu", 2, 0.0, -1.0, 1.0, None, "stochastic", torch.tensor(3)))
     codes = torch.ops.unswag.act_forward(x.detach(), "gelu", 2, 0.0, -1.0, 1.0, None,
-                                         "stochastic", 3)[1]
+                                         "stochastic", torch.tensor(3))[1]
     torch.library.opcheck(torch.ops.unswag.act_backward,
                           (torch.randn(37, 1), codes, "gelu", 2, 0.0, -1.0, 1.0, None,
                            "stochastic"))
@@ -120,13 +120,40 @@ def test_surgery_report_and_training_step():
     assert "codebook: built-in silu" in str(default)
 
 
+def test_compiles_without_graph_break():
+    """The seed is a tensor drawn inside the graph: fullgraph compiles, every call draws
+    a fresh seed (different codes), and the gradient stays the op's."""
+    m = torch.nn.Sequential(torch.nn.Linear(16, 32), ut.SiLU(bits=2, codes="stochastic"))
+    x = torch.randn(64, 16)
+    cm = torch.compile(m, fullgraph=True, backend="aot_eager")
+
+    def grad(mod):
+        mod.zero_grad()
+        mod(x).sum().backward()
+        return m[0].weight.grad.clone()
+
+    grad(cm)  # compile
+    torch.manual_seed(5)
+    a, b = grad(cm), grad(cm)
+    assert not torch.equal(a, b)  # a fresh seed per call, inside the compiled graph
+    torch.manual_seed(5)
+    assert torch.equal(a, grad(m))  # the same draw from the same generator as eager
+
+
+def test_seed_must_be_an_int64_tensor():
+    x = torch.randn(8)
+    for bad in (torch.tensor(1.5), torch.tensor([1, 2])):
+        with pytest.raises(TypeError, match="seed"):
+            torch.ops.unswag.act_forward(x, "silu", 2, 0.0, -1.0, 1.0, None, "stochastic", bad)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("dtype", list(DTYPES), ids=str)
 def test_cuda_codes_equal_cpu(dtype):
     """On a GPU (tests/gpu/run_python.sh): the CUDA op writes the CPU's code bytes."""
     x = (torch.randn(100003, generator=torch.Generator().manual_seed(3)) * 3).to(dtype)
     for act, bits in (("silu", 2), ("gelu", 1), ("gelu_tanh", 8)):
-        args = (act, bits, 0.0, -1.0, 1.0, None, "stochastic", 12345)
+        args = (act, bits, 0.0, -1.0, 1.0, None, "stochastic", torch.tensor(12345))
         _, codes = torch.ops.unswag.act_forward(x, *args)
         _, ccodes = torch.ops.unswag.act_forward(x.cuda(), *args)
         assert torch.equal(ccodes.cpu(), codes)

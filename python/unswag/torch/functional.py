@@ -17,9 +17,10 @@ from .._native import DEFAULT_BITS
 from . import ops  # noqa: F401  (registers torch.ops.unswag.*)
 
 
-def draw_seed() -> int:
-    """A fresh seed for one stochastic forward, from torch's default CPU generator."""
-    return int(torch.randint(0, 2**62, (), dtype=torch.int64))
+def draw_seed() -> Tensor:
+    """A fresh seed for one stochastic forward, from torch's default CPU generator (a
+    tensor: under torch.compile the draw is part of the graph)."""
+    return torch.randint(0, 2**62, (), dtype=torch.int64)
 
 
 def activation(x: Tensor, act: str, bits: int = 1, slope: float = 0.01, lo: float = -1.0,
@@ -28,7 +29,7 @@ def activation(x: Tensor, act: str, bits: int = 1, slope: float = 0.01, lo: floa
     ``codebook`` (smooth only): None for the built-in one, or boundaries then levels.
     ``codes``: "deterministic" or "stochastic" (smooth only, no codebook; a fresh seed a call)."""
     cb = None if codebook is None else [float(v) for v in codebook]
-    seed = draw_seed() if codes == "stochastic" else 0
+    seed = draw_seed() if codes == "stochastic" else None
     y, _codes = torch.ops.unswag.act_forward(x, act, int(bits), float(slope), float(lo),
                                              float(hi), cb, codes, seed)
     return y

@@ -3,7 +3,7 @@
 Ops (namespace ``unswag``):
 
 - ``act_forward(x, act, bits, slope, lo, hi, codebook=None, code_kind="deterministic",
-  seed=0) -> (y, codes)``: y = f(x) exactly, codes = packed k-bit code of x (uint8,
+  seed=None) -> (y, codes)``: y = f(x) exactly, codes = packed k-bit code of x (uint8,
   ``ceil(numel*bits/8)`` bytes).
 - ``act_backward(dy, codes, act, bits, slope, lo, hi, codebook=None,
   code_kind="deterministic") -> dx``.
@@ -12,8 +12,10 @@ Ops (namespace ``unswag``):
   a per-layer calibrated one, unswag.torch.calibration); forward and backward
   must get the same one.
   ``code_kind``: "deterministic" (default) or "stochastic" (silu/gelu/gelu_tanh,
-  no codebook): unbiased random codes drawn from ``seed`` (a fresh seed per call
-  is the caller's job, see functional.activation); the backward then scales by
+  no codebook): unbiased random codes drawn from ``seed``, a one-element int64
+  tensor (None: 0; a tensor, not an int, so that torch.compile traces a fresh seed per
+  call into its graph instead of breaking it; drawing it is the caller's job, see
+  functional.activation); the backward then scales by
   the stochastic level grid, so forward and backward must get the same kind.
 - ``gated_forward(g, u, act) -> h``: h = act(g) * u.
 - ``gated_backward(dh, g, u, act) -> (dg, du)``.
@@ -107,6 +109,18 @@ def _native_codebook(bits: int, codebook):
     return cb
 
 
+def _check_seed(seed: Optional[Tensor]) -> None:
+    if seed is not None and (seed.numel() != 1 or seed.dtype != torch.int64):
+        raise TypeError("unswag.act_forward: seed must be a one-element int64 tensor, got "
+                        f"{seed.dtype} with {seed.numel()} elements")
+
+
+def _seed_value(seed: Optional[Tensor]) -> int:
+    """The seed as the C op takes it (a CPU tensor: no device sync)."""
+    _check_seed(seed)
+    return 0 if seed is None else int(seed.reshape(()).item()) % 2**64
+
+
 def _op(act, bits, slope, lo, hi, codebook=None, code_kind="deterministic", seed=0):
     """The C op (and the codebook it points to, to keep alive for the call)."""
     cb = None if codebook is None else _native_codebook(bits, codebook)
@@ -118,22 +132,25 @@ def _op(act, bits, slope, lo, hi, codebook=None, code_kind="deterministic", seed
 @torch.library.custom_op("unswag::act_forward", mutates_args=())
 def act_forward(x: Tensor, act: str, bits: int, slope: float, lo: float,
                 hi: float, codebook: Optional[List[float]] = None,
-                code_kind: str = "deterministic", seed: int = 0) -> Tuple[Tensor, Tensor]:
+                code_kind: str = "deterministic",
+                seed: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     raise unsupported_device("act_forward", x)
 
 
 def _act_forward(device, x: Tensor, act: str, bits: int, slope: float, lo: float,
                  hi: float, codebook: Optional[List[float]] = None,
-                 code_kind: str = "deterministic", seed: int = 0) -> Tuple[Tensor, Tensor]:
+                 code_kind: str = "deterministic",
+                 seed: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     _validate_act(act, bits)
     _validate_codebook(act, bits, codebook)
     _validate_codes(act, code_kind, codebook)
+    seed_value = _seed_value(seed)
     dt = _dtype_code(x, "act_forward")
     x = x.contiguous()
     n = x.numel()
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
     codes = torch.empty((_code_bytes(n, bits),), dtype=torch.uint8, device=x.device)
-    op, _cb = _op(act, bits, slope, lo, hi, codebook, code_kind, seed)
+    op, _cb = _op(act, bits, slope, lo, hi, codebook, code_kind, seed_value)
     device.run(f"act_forward({act}, bits={bits}, {x.dtype}, {x.device})", "unswag_forward",
                ctypes.byref(op), dt, x, y, codes, n)
     return y, codes
@@ -143,10 +160,11 @@ register_kernels(act_forward, _act_forward)
 
 
 @act_forward.register_fake
-def _(x, act, bits, slope, lo, hi, codebook=None, code_kind="deterministic", seed=0):
+def _(x, act, bits, slope, lo, hi, codebook=None, code_kind="deterministic", seed=None):
     _validate_act(act, bits)
     _validate_codebook(act, bits, codebook)
     _validate_codes(act, code_kind, codebook)
+    _check_seed(seed)
     _dtype_code(x, "act_forward")
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
     codes = x.new_empty((_code_bytes(x.numel(), bits),), dtype=torch.uint8)
