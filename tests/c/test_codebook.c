@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "test_data.h"
 #include "unswag.h"
 
 #define PI 3.14159265358979323846
@@ -178,14 +179,6 @@ static double cuts_cost(const double *pw, const double *ps, const double *pq, co
   return c;
 }
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15u;
-static double rng_uniform(void) { /* xorshift64*, 53 bits in [0, 1) */
-  rng_state ^= rng_state >> 12;
-  rng_state ^= rng_state << 25;
-  rng_state ^= rng_state >> 27;
-  return (double)((rng_state * 0x2545F4914F6CDD1Du) >> 11) * 0x1p-53;
-}
-
 /* f' linear on each cell, from knot values v[0..g] at the cell edges. */
 typedef struct pwlin {
   double lo, h;
@@ -210,9 +203,9 @@ static void test_fit_vs_brute_force(void) {
   for (int trial = 0; trial < 6; ++trial) {
     double v[G + 1], counts[G], total = 0;
     for (int i = 0; i <= G; ++i)
-      v[i] = trial % 2 ? sin(0.3 * i) + 0.3 * rng_uniform() : 2 * rng_uniform() - 1;
+      v[i] = trial % 2 ? sin(0.3 * i) + 0.3 * rng_unit() : 2 * rng_unit() - 1;
     for (int i = 0; i < G; ++i) {
-      counts[i] = rng_uniform() < 0.2 ? 0.0 : rng_uniform();
+      counts[i] = rng_unit() < 0.2 ? 0.0 : rng_unit();
       total += counts[i];
     }
     double pw[G + 1] = {0}, ps[G + 1] = {0}, pq[G + 1] = {0};
@@ -327,7 +320,7 @@ static void test_histogram_straddling(void) {
   const double hlo = -3.3, hhi = 2.9, bw = (hhi - hlo) / BINS, range = 3.0, h = 2 * range / G;
   double counts[BINS], total = 0;
   for (int j = 0; j < BINS; ++j) {
-    counts[j] = j % 5 == 2 ? 0.0 : 0.5 + rng_uniform();
+    counts[j] = j % 5 == 2 ? 0.0 : 0.5 + rng_unit();
     total += counts[j];
   }
   double pw[G + 1] = {0}, ps[G + 1] = {0}, pq[G + 1] = {0};
@@ -447,7 +440,7 @@ static void test_histograms(void) {
   enum { SAMPLES = 200000, MC_BINS = 256 };
   static double mc[MC_BINS];
   for (int t = 0; t < SAMPLES; ++t) { /* Box-Muller */
-    double u = 1.0 - rng_uniform(), v = rng_uniform();
+    double u = 1.0 - rng_unit(), v = rng_unit();
     double x = sqrt(-2 * log(u)) * cos(2 * PI * v);
     int j = (int)floor((x + 6.0) / 12.0 * MC_BINS);
     if (j >= 0 && j < MC_BINS) mc[j] += 1;
@@ -713,6 +706,7 @@ static void test_validate(void) {
 }
 
 int main(void) {
+  rng_seed(0x9E3779B97F4A7C15ull);
   test_derivative();
   test_builtin_tables();
   test_fit_vs_brute_force();

@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "check.h"
+#include "test_data.h"
 #include "gated_math.h"
 #include "reference.h"
 #include "unswag.h"
@@ -51,33 +52,10 @@ static const unswag_activation ACTS[] = {UNSWAG_SILU, UNSWAG_GELU, UNSWAG_GELU_T
 static const unswag_dtype DTYPES[] = {UNSWAG_F32, UNSWAG_F16, UNSWAG_BF16};
 static const char *DT_NAMES[] = {"f32", "f16", "bf16"};
 
-/* xorshift64*: reproducible test data */
-static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
-static uint64_t rng(void) {
-  rng_state ^= rng_state >> 12;
-  rng_state ^= rng_state << 25;
-  rng_state ^= rng_state >> 27;
-  return rng_state * 0x2545F4914F6CDD1Dull;
-}
-static double rng_unit(void) { return (rng() >> 11) * 0x1.0p-53; }
-static double rng_normal(void) {
-  double u1 = ((rng() >> 11) + 1) * 0x1.0p-53, u2 = rng_unit();
-  return sqrt(-2 * log(u1)) * cos(2 * UNSWAG_PI * u2);
-}
-
 /* ---- buffers of any dtype ------------------------------------------------------ */
 
 static uint32_t get_bits(unswag_dtype dt, const void *buf, size_t i) {
   return ref_bits(dt, buf, i);
-}
-
-static void put_bits(unswag_dtype dt, void *buf, size_t i, uint32_t b) {
-  if (dt == UNSWAG_F32) {
-    memcpy((char *)buf + 4 * i, &b, 4);
-  } else {
-    uint16_t h = (uint16_t)b;
-    memcpy((char *)buf + 2 * i, &h, 2);
-  }
 }
 
 static double decode(unswag_dtype dt, uint32_t b) {
@@ -509,6 +487,7 @@ static void check_bad_input(void) {
 }
 
 int main(void) {
+  rng_seed(0x2545F4914F6CDD1Dull);
   check_shared_erfc();
   check_bad_input();
   for (int d = 0; d < 3; ++d) {

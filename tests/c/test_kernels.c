@@ -11,24 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include "check.h"
+#include "test_data.h"
 #include "reference.h"
 #include "unswag.h"
 
 static const unswag_dtype DTYPES[] = {UNSWAG_F32, UNSWAG_F16, UNSWAG_BF16};
 static const char *DT_NAMES[] = {"f32", "f16", "bf16"};
-
-/* xorshift64*: reproducible test data */
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static uint64_t rng(void) {
-  rng_state ^= rng_state >> 12;
-  rng_state ^= rng_state << 25;
-  rng_state ^= rng_state >> 27;
-  return rng_state * 0x2545F4914F6CDD1Dull;
-}
-static double rng_normal(void) {
-  double u1 = ((rng() >> 11) + 1) * 0x1.0p-53, u2 = (rng() >> 11) * 0x1.0p-53;
-  return sqrt(-2 * log(u1)) * cos(2 * UNSWAG_PI * u2);
-}
 
 /* Every op under test: 4 exact (1 bit) + 3 smooth x 4 bits. */
 static int make_ops(unswag_op *ops) {
@@ -220,6 +208,7 @@ static void check_in_place(const unswag_op *op, unswag_dtype dt) {
 }
 
 int main(int argc, char **argv) {
+  rng_seed(0x9E3779B97F4A7C15ull);
   const char *env = getenv("UNSWAG_TEST_QUICK");
   quick = (argc > 1 && strcmp(argv[1], "--quick") == 0) || (env && strcmp(env, "1") == 0);
   const size_t n32 = quick ? 100000 : 1000000, n16 = quick ? 65536 / 13 + 1 : 65536;

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "../c/check.h"
+#include "../c/test_data.h"
 #include "unswag.h"
 
 static const unswag_activation ACTS[] = {UNSWAG_SILU, UNSWAG_GELU, UNSWAG_GELU_TANH};
@@ -33,14 +34,6 @@ static const char *DT_NAMES[] = {"f32", "f16", "bf16"};
     }                                                                                        \
   } while (0)
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static uint64_t rng(void) {
-  rng_state ^= rng_state >> 12;
-  rng_state ^= rng_state << 25;
-  rng_state ^= rng_state >> 27;
-  return rng_state * 0x2545F4914F6CDD1Dull;
-}
-
 static uint32_t get_bits(unswag_dtype dt, const void *buf, size_t i) {
   if (dt == UNSWAG_F32) {
     uint32_t u;
@@ -50,15 +43,6 @@ static uint32_t get_bits(unswag_dtype dt, const void *buf, size_t i) {
   uint16_t h;
   memcpy(&h, (const char *)buf + 2 * i, 2);
   return h;
-}
-
-static void put_bits(unswag_dtype dt, void *buf, size_t i, uint32_t b) {
-  if (dt == UNSWAG_F32) {
-    memcpy((char *)buf + 4 * i, &b, 4);
-  } else {
-    uint16_t h = (uint16_t)b;
-    memcpy((char *)buf + 2 * i, &h, 2);
-  }
 }
 
 /* A random element: any bit pattern or a value of typical size. */
@@ -310,6 +294,7 @@ static void check_bad_input(void) {
 }
 
 int main(void) {
+  rng_seed(0x9E3779B97F4A7C15ull);
   int count = 0;
   if (!unswag_cuda_built() || cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
     printf("test_gated_cuda: no CUDA build or device\n");

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "../c/check.h"
+#include "../c/test_data.h"
 #include "unswag.h"
 
 static const unswag_dtype DTYPES[] = {UNSWAG_F32, UNSWAG_F16, UNSWAG_BF16};
@@ -35,13 +36,6 @@ static const float EPS = 1e-6f;
     }                                                                                        \
   } while (0)
 
-static uint64_t rng_state = 0xDA942042E4DD58B5ull;
-static uint64_t rng(void) {
-  rng_state ^= rng_state >> 12;
-  rng_state ^= rng_state << 25;
-  rng_state ^= rng_state >> 27;
-  return rng_state * 0x2545F4914F6CDD1Dull;
-}
 /* roughly normal(0, scale): sum of 4 uniforms, centred */
 static float rnd_value(double scale) {
   double s = 0;
@@ -49,14 +43,6 @@ static float rnd_value(double scale) {
   return (float)((s - 2.0) * 1.7320508 * scale);
 }
 
-static void put_bits(unswag_dtype dt, void *buf, size_t i, uint32_t b) {
-  if (dt == UNSWAG_F32) {
-    memcpy((char *)buf + 4 * i, &b, 4);
-  } else {
-    uint16_t h = (uint16_t)b;
-    memcpy((char *)buf + 2 * i, &h, 2);
-  }
-}
 static uint32_t to_bits(unswag_dtype dt, float f) {
   if (dt == UNSWAG_F32) {
     uint32_t u;
@@ -339,6 +325,7 @@ static void check_bad_input(void) {
 }
 
 int main(int argc, char **argv) {
+  rng_seed(0xDA942042E4DD58B5ull);
   int count = 0;
   const int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
   if (!unswag_cuda_built() || cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
