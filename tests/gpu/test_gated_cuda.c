@@ -18,21 +18,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include "../c/check.h"
+#include "cuda_ok.h"
 #include "../c/test_data.h"
 #include "unswag.h"
 
 static const unswag_activation ACTS[] = {UNSWAG_SILU, UNSWAG_GELU, UNSWAG_GELU_TANH};
 static const unswag_dtype DTYPES[] = {UNSWAG_F32, UNSWAG_F16, UNSWAG_BF16};
 static const char *DT_NAMES[] = {"f32", "f16", "bf16"};
-
-#define CUDA_OK(call)                                                                        \
-  do {                                                                                       \
-    cudaError_t e_ = (call);                                                                 \
-    if (e_ != cudaSuccess) {                                                                 \
-      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-      exit(2);                                                                               \
-    }                                                                                        \
-  } while (0)
 
 static uint32_t get_bits(unswag_dtype dt, const void *buf, size_t i) {
   if (dt == UNSWAG_F32) {
