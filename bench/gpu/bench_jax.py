@@ -93,9 +93,12 @@ def run_tests(timeout_s):
 
 # ---- timing and XLA's view --------------------------------------------------------------
 
-def time_interleaved(fns, args, rounds=5, reps=5):
+def time_interleaved(fns, args, rounds=5, reps=5, batch=1):
     """Median seconds per call of each fn(*args) (a dict name -> fn), the fns taking turns:
-    `rounds` rounds, each timing every fn `reps` times in a rotated order."""
+    `rounds` rounds, each timing every fn `reps` times in a rotated order.  A timing
+    dispatches `batch` calls back to back and waits once: batch=1 waits for every call;
+    a larger batch is what a training loop does, the host's per-call work (XLA's thunks,
+    FFI handlers) overlapping the GPU's unless it is the slower of the two."""
     import jax
     for f in fns.values():  # compile + warm up
         jax.block_until_ready(f(*args))
@@ -107,29 +110,14 @@ def time_interleaved(fns, args, rounds=5, reps=5):
             f = fns[k]
             for _ in range(reps):
                 t0 = time.perf_counter()
-                jax.block_until_ready(f(*args))
-                times[k].append(time.perf_counter() - t0)
+                jax.block_until_ready([f(*args) for _ in range(batch)])
+                times[k].append((time.perf_counter() - t0) / batch)
     return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
 
 def time_back_to_back(fns, args, rounds=5, calls=20):
-    """Median seconds per call of each fn(*args) when `calls` calls are dispatched back to
-    back and waited for once, as a training loop does: the host's per-call work (XLA's
-    thunks, FFI handlers) overlaps the GPU's unless it is the slower of the two."""
-    import jax
-    for f in fns.values():
-        jax.block_until_ready(f(*args))
-    names = list(fns)
-    times = {k: [] for k in names}
-    for r in range(rounds):
-        for k in names[r % len(names):] + names[:r % len(names)]:
-            f = fns[k]
-            t0 = time.perf_counter()
-            outs = [f(*args) for _ in range(calls)]
-            jax.block_until_ready(outs)
-            times[k].append((time.perf_counter() - t0) / calls)
-            del outs
-    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    """time_interleaved with `calls` calls dispatched back to back per timing."""
+    return time_interleaved(fns, args, rounds, reps=1, batch=calls)
 
 
 _OPCODE = re.compile(r"=\s.*?\s([a-z][a-z0-9-]*)\(")
