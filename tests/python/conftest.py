@@ -1,14 +1,26 @@
 """Shared helpers for the Python tests: tiny random-weight models (no downloads),
-saved-for-backward byte counting, gradient comparison."""
+saved-for-backward byte counting, gradient comparison, the GPU bench scripts as modules."""
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 HAVE_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 HAVE_TORCHVISION = importlib.util.find_spec("torchvision") is not None
+
+
+def load_bench(name):
+    """bench/gpu/<name>.py as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "bench", "gpu",
+                                                                      name + ".py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def pytest_collection_modifyitems(config, items):

@@ -8,21 +8,15 @@ import os
 
 import pytest
 
+import conftest as C
+
 jax = pytest.importorskip("jax")
 
 import unswag.jax as uj
 from unswag.jax import _auto
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = C.ROOT
 HAVE_FFI = jax.default_backend() == "cpu" and uj.ffi_status()["cpu"]
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "bench", "gpu",
-                                                                      name + ".py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture
@@ -32,7 +26,7 @@ def restore_table():
 
 
 def test_bench_jax_tiny_run(tmp_path, capsys, monkeypatch, restore_table):
-    bench = _load("bench_jax")
+    bench = C.load_bench("bench_jax")
     rc = bench.main(["--no-tests", "--n", "1000", "--cases", "relu/1,silu/4",
                      "--dtypes", "bfloat16,float32", "--mlp", "16,8,2", "--mlp-dtypes",
                      "float32", "--rounds", "1", "--reps", "1", "--out", str(tmp_path)])
@@ -95,7 +89,7 @@ def _load_script():
 
 
 def test_choose_prefers_ffi_on_ties():
-    bench = _load("bench_jax")
+    bench = C.load_bench("bench_jax")
     assert bench.choose({"ffi": 1.0, "pure": 1.01}) == "ffi"
     assert bench.choose({"ffi": 1.0, "pure": 1.1}) == "pure"
     assert bench.choose({"pure": 0.5}) == "pure"
@@ -113,7 +107,7 @@ def test_summarize_trace_prefers_gpu_events(tmp_path):
     p = tmp_path / "t.json.gz"
     with gzip.open(p, "wt") as f:
         json.dump({"traceEvents": events}, f)
-    rows = _load("bench_jax").summarize_trace(str(p))
+    rows = C.load_bench("bench_jax").summarize_trace(str(p))
     assert rows == [("/device:GPU:0", "unswag_fwd_kernel", 2, 400.0, 200.0),
                     ("/device:GPU:0", "loop_fusion", 1, 250.0, 250.0),
                     ("/host:CPU", "ffi_call.4", 1, 7.0, 7.0)]
@@ -121,7 +115,7 @@ def test_summarize_trace_prefers_gpu_events(tmp_path):
 
 def test_entry_ops_counts_the_entry_computation():
     import jax.numpy as jnp
-    bench = _load("bench_jax")
+    bench = C.load_bench("bench_jax")
     f = jax.jit(lambda x: (jnp.sin(x) * 2, x.T.copy()))
     ops = bench.entry_ops(f, jnp.ones((4, 3)))
     assert "parameter" not in ops and sum(ops.values()) >= 1

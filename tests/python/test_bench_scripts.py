@@ -1,25 +1,18 @@
 """The GPU benchmark scripts, run on the CPU with a tiny model and a faked CUDA memory API,
 so that a script broken by a change of the package or of transformers fails here, not after
 a device machine has been started.  Nothing is measured."""
-import importlib.util
 import json
 import os
 import types
 
 import pytest
 
+import conftest as C
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "bench", "gpu",
-                                                                      name + ".py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+ROOT = C.ROOT
 
 
 @pytest.fixture
@@ -36,7 +29,7 @@ def fake_cuda(monkeypatch):
 @pytest.mark.parametrize("mode", ["unpatched", "fused", "recompute", "recompute+loss"])
 def test_llama_memory_child(mode, fake_cuda, monkeypatch, capsys):
     import transformers as T
-    bench = _load("bench_llama_memory")
+    bench = C.load_bench("bench_llama_memory")
     real = T.LlamaConfig
 
     def tiny(**kw):
@@ -54,7 +47,7 @@ def test_llama_memory_child(mode, fake_cuda, monkeypatch, capsys):
 
 
 def test_models_memory_child_bisects(fake_cuda, monkeypatch):
-    bench = _load("bench_models_memory")
+    bench = C.load_bench("bench_models_memory")
 
     def build(name):
         m = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 1))
@@ -76,7 +69,7 @@ def test_models_memory_child_bisects(fake_cuda, monkeypatch):
 @pytest.mark.parametrize("mode", ["hf+ckpt", "unswag-prev+ckpt", "unswag-long",
                                   "unswag-long+norm"])
 def test_long_context_child(mode, monkeypatch, capsys):
-    bench = _load("bench_long_context")
+    bench = C.load_bench("bench_long_context")
     monkeypatch.setattr(bench, "DEVICE", "cpu")
     bench.child(mode, [16, 32], cap=80, small=True)
     rows = [json.loads(ln[7:]) for ln in capsys.readouterr().out.splitlines()
@@ -106,7 +99,7 @@ def test_multi_gpu_ranks_on_cpu(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     with open(tmp_path / "multi_gpu.json") as f:
         res = json.load(f)["results"]
-    bench = _load("bench_multi_gpu")
+    bench = C.load_bench("bench_multi_gpu")
     assert sorted(res) == sorted(f"{m}@16" for m in bench.MODES)
     for key, rows in res.items():
         assert [x["ctx"] for x in rows] == [16, 32, 64], key
@@ -124,7 +117,7 @@ FORTUNES = "/usr/share/games/fortunes"
 
 
 def test_convergence_reads_fortune_records(tmp_path):
-    bench = _load("bench_convergence")
+    bench = C.load_bench("bench_convergence")
     (tmp_path / "b").write_bytes(b"second file\n%\n")
     (tmp_path / "a").write_bytes(b"one\ntwo lines\n%\nthree\n%\n")
     (tmp_path / "a.dat").write_bytes(b"\x00\x01index")
@@ -142,7 +135,7 @@ def test_convergence_reads_fortune_records(tmp_path):
                            "installs it)")
 def test_convergence_bench_runs_tiny(tmp_path, capsys):
     """Every variant kind end to end on the CPU: 1 layer, 6 steps, 100 kB of the corpus."""
-    bench = _load("bench_convergence")
+    bench = C.load_bench("bench_convergence")
     res = bench.main(["--corpus", FORTUNES, "--max-bytes", "100000", "--steps", "6",
                       "--eval-every", "3", "--seeds", "2", "--layers", "1", "--hidden", "32",
                       "--heads", "2", "--seq", "32", "--batch", "4", "--val-seqs", "4",
@@ -171,7 +164,7 @@ def test_convergence_bench_runs_tiny(tmp_path, capsys):
 
 def test_sweep_run_child_fills_what_the_child_did_not_reach():
     import sys
-    sweep = _load("sweep")
+    sweep = C.load_bench("sweep")
     child = ("import json, sys\n"
              "for c in (16, 32): print('RESULT ' + json.dumps({'ctx': c, 'status': 'ok'}))\n"
              "sys.stderr.write('CUDA out of memory\\n'); sys.exit(1)")
