@@ -29,13 +29,13 @@ device call (each under 10 minutes; tests/gpu/run_multi_gpu.sh builds libunswag 
 if needed, sets NCCL_NVLS_ENABLE=0 and TORCH_SYMM_MEM_DISABLE_MULTICAST=1, and runs
 ``torchrun --standalone --nproc-per-node 2 bench/gpu/bench_multi_gpu.py ARGS``):
 
-    bash tests/gpu/run_multi_gpu.sh bench --caps 16 --tag -16g \
+    bash tests/gpu/run_multi_gpu.sh bench --caps 16 --tag=-16g \
         --contexts 16384 32768 65536 131072 262144
-    bash tests/gpu/run_multi_gpu.sh bench --caps 80 --tag -80g \
+    bash tests/gpu/run_multi_gpu.sh bench --caps 80 --tag=-80g \
         --contexts 16384 32768 65536 131072
-    bash tests/gpu/run_multi_gpu.sh bench --caps 16 --tag -16g-512k \
+    bash tests/gpu/run_multi_gpu.sh bench --caps 16 --tag=-16g-512k \
         --modes unswag-long+fsdp --contexts 524288
-    bash tests/gpu/run_multi_gpu.sh bench --caps 16 --tag -16g-sp \
+    bash tests/gpu/run_multi_gpu.sh bench --caps 16 --tag=-16g-sp \
         --modes unswag-long+fsdp+sp unswag-long+sp --contexts 131072 262144 524288 1048576
 
 (a 512k step takes about 5 minutes, as on one GPU: every GPU trains its own 512k tokens;
@@ -52,6 +52,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from datetime import timedelta
 
 os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # the lent machine needs NVLink multicast off
@@ -112,7 +113,8 @@ def _one_context(model, mode, ctx, dev, world, steps):
         batch = split_sequence(ids, ids)
     res = {"ctx": ctx}
     hook = None
-    if ctx >= int(os.environ.get("UNSWAG_BENCH_FAKE_OOM_AT", "0") or 1 << 62):
+    fake_oom_at = int(os.environ.get("UNSWAG_BENCH_FAKE_OOM_AT") or 0)  # 0 or unset: off
+    if fake_oom_at and ctx >= fake_oom_at:
         def oom(*_):  # the CPU smoke test: an OOM in the middle of a step
             raise torch.cuda.OutOfMemoryError("fake OOM (UNSWAG_BENCH_FAKE_OOM_AT)")
         hook = model.model.norm.register_forward_pre_hook(oom)
@@ -141,8 +143,12 @@ def _one_context(model, mode, ctx, dev, world, steps):
             host = host_bytes(model)
         res.update(status="ok", peak_gib=peak / GIB, step_s=times[-1], steps=steps,
                    host_gib=host / GIB)
-    except torch.cuda.OutOfMemoryError:
+    except torch.cuda.OutOfMemoryError as e:
         res["status"] = "OOM"
+        # why and where: the allocator's message and the innermost frames of the step
+        res["oom"] = " ".join(str(e).split())[:400]
+        res["where"] = [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}"
+                        for f in traceback.extract_tb(e.__traceback__)[-4:]]
     except MemoryError as e:  # unswag's HostMemoryError
         res["status"] = "host memory: " + str(e)[:120]
     if hook is not None:
@@ -203,7 +209,9 @@ def _merge(got, mode, world):
     bad = [r["status"] for r in mine if r["status"] != "ok"]
     ctx = got[0]["ctx"]
     if bad:
-        return {"ctx": ctx, "status": bad[0]}
+        first = next(r for r in mine if r["status"] != "ok")
+        return {"ctx": ctx, "status": bad[0],
+                **{k: first[k] for k in ("oom", "where") if k in first}}
     gpus = 1 if mode.endswith("@1gpu") else world
     seqs = 1 if mode.endswith("+sp") else gpus  # +sp: the GPUs share one sequence
     step = max(r["step_s"] for r in mine)
