@@ -101,6 +101,11 @@ def build_model(mode: str, max_ctx: int, dev, small: bool, chunk: int):
     return model
 
 
+def fake_oom_context() -> int:
+    """UNSWAG_BENCH_FAKE_OOM_AT (the CPU smoke test's OOM from this context on); 0: off."""
+    return int(os.environ.get("UNSWAG_BENCH_FAKE_OOM_AT") or 0)
+
+
 def _one_context(model, mode, ctx, dev, world, steps):
     """One (or two) training steps of `ctx` tokens on this rank: a result dict."""
     import torch
@@ -113,7 +118,7 @@ def _one_context(model, mode, ctx, dev, world, steps):
         batch = split_sequence(ids, ids)
     res = {"ctx": ctx}
     hook = None
-    fake_oom_at = int(os.environ.get("UNSWAG_BENCH_FAKE_OOM_AT") or 0)  # 0 or unset: off
+    fake_oom_at = fake_oom_context()
     if fake_oom_at and ctx >= fake_oom_at:
         def oom(*_):  # the CPU smoke test: an OOM in the middle of a step
             raise torch.cuda.OutOfMemoryError("fake OOM (UNSWAG_BENCH_FAKE_OOM_AT)")

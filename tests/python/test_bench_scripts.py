@@ -111,6 +111,20 @@ def test_multi_gpu_ranks_on_cpu(tmp_path):
         if key.startswith("unswag-long"):
             assert min(rows[1]["host_gib"]) > 0
     assert "unswag-long+fsdp, cap 16 GiB per GPU" in (tmp_path / "multi_gpu.txt").read_text()
+    rows = res["unswag-long+fsdp@16"]
+    assert rows[2]["oom"].startswith("fake OOM") and rows[2]["where"]
+
+
+def test_multi_gpu_fake_oom_is_off_by_default(monkeypatch):
+    """Unset or "0", the smoke test's fake OOM stays off (a default of "0" once faked an OOM
+    at every context of a GPU run)."""
+    bench = C.load_bench("bench_multi_gpu")
+    monkeypatch.delenv("UNSWAG_BENCH_FAKE_OOM_AT", raising=False)
+    assert bench.fake_oom_context() == 0
+    monkeypatch.setenv("UNSWAG_BENCH_FAKE_OOM_AT", "0")
+    assert bench.fake_oom_context() == 0
+    monkeypatch.setenv("UNSWAG_BENCH_FAKE_OOM_AT", "64")
+    assert bench.fake_oom_context() == 64
 
 
 FORTUNES = "/usr/share/games/fortunes"
