@@ -141,11 +141,13 @@ def make_forward(m, form: Form, act: str, mode: str, tile_tokens: int):
     """The replacement forward: the exact autograd function on the module's current
     weights (read at each call, so re-materialised weights are used)."""
     from .gated import gated_mlp_weights
+    from .weak_binding import module_ref
     drop = getattr(m, form.dropout_attr) if form.dropout_attr else None
+    module = module_ref(m)  # stored on m: holding m itself would make a cycle
 
     def forward(x, *args, **kwargs):
         p = drop.p if (drop is not None and drop.training) else 0.0
-        return gated_mlp_weights(x, *form.weights(m), act, mode, tile_tokens, p,
+        return gated_mlp_weights(x, *form.weights(module()), act, mode, tile_tokens, p,
                                  form.cast_down)
 
     forward.__unswag__ = True

@@ -45,6 +45,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from .._native import DEFAULT_BITS
 
 _STATE = "_unswag_surgery"
+_THE_MODEL = object()  # stands for the patched model in its own undo records
 GATED_MODES = ("fused", "recompute")
 
 # Hugging Face activation classes (transformers.activations), matched by name
@@ -141,8 +142,10 @@ def _lm_loss_kind(model) -> Tuple[bool, Optional[str]]:
 
 def _make_lm_forward(model, original, chunk_tokens: int):
     from .lm_loss import causal_lm_loss
+    from .weak_binding import weak_original
     base = getattr(model, model.base_model_prefix)
     head = model.lm_head
+    original = weak_original(model, original)  # the closure must not hold `model` (cycle)
 
     def forward(*args, labels=None, **kwargs):
         if labels is None and kwargs.get("shift_labels") is None:
@@ -495,6 +498,9 @@ def apply_unswag_surgery(model, *, bits: int = DEFAULT_BITS, gated: Optional[str
         if old is not None:
             undo.append(("attention", model, old))
 
+    # the undo records live on the model: they name it by _THE_MODEL, not by a reference
+    # (a reference would make a cycle that only the cyclic garbage collector frees)
+    undo = [tuple(_THE_MODEL if x is model else x for x in item) for item in undo]
     model.__dict__[_STATE] = {"options": options, "report": report, "undo": undo,
                               "fingerprint": _fingerprint(model)}
     return report
@@ -541,6 +547,7 @@ def remove_unswag_surgery(model) -> bool:
     if state is None:
         return False
     for item in reversed(state["undo"]):
+        item = tuple(model if x is _THE_MODEL else x for x in item)
         kind = item[0]
         if kind == "forward":
             _, m, slot, had, old = item

@@ -121,7 +121,10 @@ def _keep_attention(cfg: LongContextConfig, parts, T: int, B: int, dtype, device
 def make_forward(model, original, cfg: LongContextConfig):
     """A replacement ``forward`` for `model` (a supported *ForCausalLM): calls with labels
     run the long-context step, all others the original forward."""
+    from ..weak_binding import module_ref, weak_original
     parts = inspect_model(model, cfg.norm)
+    # the forward is stored on `model`: it reaches the model only through weak references
+    original, model_ref = weak_original(model, original), module_ref(model)
     group = cfg.sequence_parallel
     if group is not None and torch.distributed.get_world_size(group) == 1:
         group = None  # one rank holds the whole sequence: the plain path
@@ -178,7 +181,7 @@ def make_forward(model, original, cfg: LongContextConfig):
                     f"unswag long-context mode: layer {i} uses a sliding window of "
                     f"{L.sliding_window} tokens and the sequence has {total}; sliding-window "
                     "attention is not supported")
-        if parts.attention_dropout and model.training:
+        if parts.attention_dropout and model_ref().training:
             raise NotImplementedError("unswag long-context mode: attention dropout "
                                       f"{parts.attention_dropout} is not supported in training")
         if pos is None:
@@ -192,7 +195,7 @@ def make_forward(model, original, cfg: LongContextConfig):
             denom = float(num_items.item() if torch.is_tensor(num_items) else num_items)
         elif sp is not None:
             denom = SP.target_count(shift.to(ids.device), ignore, sp)
-        sharded = sharding.check_layout(model, parts)
+        sharded = sharding.check_layout(model_ref(), parts)
         # taken per call: FSDP2 swaps the modules' parameters (sharded / unsharded)
         params = sharding.step_params(parts, all_params) if sharded else all_params(parts)
         store, chunks, keep = layout(B, T, ids.device)
