@@ -36,11 +36,13 @@ if needed, sets NCCL_NVLS_ENABLE=0 and TORCH_SYMM_MEM_DISABLE_MULTICAST=1, and r
     bash tests/gpu/run_multi_gpu.sh bench --caps 16 --tag=-16g-512k \
         --modes unswag-long+fsdp --contexts 524288
     bash tests/gpu/run_multi_gpu.sh bench --caps 16 --tag=-16g-sp \
-        --modes unswag-long+fsdp+sp unswag-long+sp --contexts 131072 262144 524288 1048576
+        --modes unswag-long+fsdp+sp --contexts 262144 524288
+    bash tests/gpu/run_multi_gpu.sh bench --caps 16 --tag=-16g-sp-1m \
+        --modes unswag-long+fsdp+sp --contexts 1048576 --budget 580
 
-(a 512k step takes about 5 minutes, as on one GPU: every GPU trains its own 512k tokens;
-the sequence-parallel steps are estimates to be measured: attention's work per GPU
-halves, so a whole sequence of 2T should take about twice one GPU's step at T).
+(a 512k step takes about 5 minutes, as on one GPU: every GPU trains its own 512k tokens.
+Measured on 2 H200s, 2026-11-30, unswag-long+fsdp+sp: 32 s at 256k, 110 s at 512k, 415 s
+at 1048576, so run 1048576 alone in its own call: bench/results/gpu-multi-gpu-*-h200x2-*).
 The script sets NCCL_NVLS_ENABLE=0 and TORCH_SYMM_MEM_DISABLE_MULTICAST=1 itself too.
 Writes $OUT/multi_gpu{tag}.txt and .json when OUT is set, rewritten after every
 context so that a killed run keeps what it measured.
