@@ -62,10 +62,21 @@ def out(line=""):
     LINES.append(line)
 
 
+def progress(verbose_pytest_output: str) -> str:
+    """How far a `pytest -v` run got: 'N passed, N failed; last finished: TEST'."""
+    done = re.findall(r"^(\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED)", verbose_pytest_output,
+                      re.M)
+    passed = sum(1 for _, r in done if r == "PASSED")
+    failed = sum(1 for _, r in done if r in ("FAILED", "ERROR"))
+    last = done[-1][0] if done else "(none)"
+    return f"{passed} passed, {failed} failed; last finished: {last}"
+
+
 def run_tests(timeout_s):
     """tests/python/test_jax_*.py on JAX's default backend (the GPU here)."""
     tests = ["test_jax_ops.py", "test_jax_codebooks.py", "test_jax_flax.py", "test_jax_auto.py"]
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"] + [
+    # -v: one line per test, so a run cut short still says how far it got and where
+    cmd = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider"] + [
         os.path.join(ROOT, "tests", "python", t) for t in tests]
     import unswag
     env = dict(os.environ, UNSWAG_REQUIRE_JAX_FFI="1")  # a missing CUDA handler fails
@@ -80,7 +91,7 @@ def run_tests(timeout_s):
         rc = p.returncode
     except subprocess.TimeoutExpired as e:
         text = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-        text += f"\n(tests stopped after {timeout_s} s)"
+        text += f"\n(tests stopped after {timeout_s} s: {progress(text)})"
         rc = -1
     tail = [ln for ln in text.strip().splitlines() if ln.strip()]
     fails = [ln for ln in tail if ln.startswith(("FAILED", "ERROR"))]

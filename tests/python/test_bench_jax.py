@@ -119,3 +119,14 @@ def test_entry_ops_counts_the_entry_computation():
     f = jax.jit(lambda x: (jnp.sin(x) * 2, x.T.copy()))
     ops = bench.entry_ops(f, jnp.ones((4, 3)))
     assert "parameter" not in ops and sum(ops.values()) >= 1
+
+
+def test_progress_of_a_cut_short_test_run():
+    bench = C.load_bench("bench_jax")
+    text = ("tests/python/test_jax_ops.py::test_a[relu-1] PASSED     [  1%]\n"
+            "tests/python/test_jax_ops.py::test_b FAILED            [  2%]\n"
+            "tests/python/test_jax_ops.py::test_c[x] SKIPPED (no) [  3%]\n"
+            "tests/python/test_jax_ops.py::test_d PASSED            [  4%]\n")
+    assert bench.progress(text) == ("2 passed, 1 failed; last finished: "
+                                    "tests/python/test_jax_ops.py::test_d")
+    assert bench.progress("") == "0 passed, 0 failed; last finished: (none)"
