@@ -1,6 +1,10 @@
 /* Picks the CPU kernel variant for this processor: probed on the first call,
- * remembered after. */
+ * remembered after.  UNSWAG_CPU_VARIANT=baseline|avx2 in the environment forces a
+ * variant this processor runs, so the tests can check each one on a machine that
+ * has several; any other value leaves the choice to the probe. */
 #include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
 #include "cpu_kernels.h"
 
 #ifdef UNSWAG_HAVE_AVX2_KERNELS
@@ -12,7 +16,19 @@ static int have_avx2_f16c(void) {
 }
 #endif
 
+static const unswag_cpu_kernels *forced(void) {
+  const char *want = getenv("UNSWAG_CPU_VARIANT");
+  if (!want) return NULL;
+  if (strcmp(want, "baseline") == 0) return &unswag_cpu_kernels_baseline;
+#ifdef UNSWAG_HAVE_AVX2_KERNELS
+  if (strcmp(want, "avx2") == 0 && have_avx2_f16c()) return &unswag_cpu_kernels_avx2;
+#endif
+  return NULL;
+}
+
 static const unswag_cpu_kernels *probe(void) {
+  const unswag_cpu_kernels *k = forced();
+  if (k) return k;
 #ifdef UNSWAG_HAVE_AVX2_KERNELS
   if (have_avx2_f16c()) return &unswag_cpu_kernels_avx2;
 #endif

@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "check.h"
+#include "cpu_variant.h"
 #include "test_data.h"
 #include "gated_math.h"
 #include "reference.h"
@@ -512,5 +513,6 @@ int main(void) {
       worst_near_zero[0], DG_TOL_16, worst_near_zero[1], DG_TOL_32, near_zero_fallbacks);
   CHECK(worst_near_zero[0] <= DG_TOL_16 && worst_near_zero[1] <= DG_TOL_32,
         "act' error near its zero beyond the bound");
+  check_cpu_variant("test_gated");
   CHECK_SUMMARY("test_gated");
 }

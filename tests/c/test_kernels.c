@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "check.h"
+#include "cpu_variant.h"
 #include "test_data.h"
 #include "reference.h"
 #include "unswag.h"
@@ -231,5 +232,6 @@ int main(int argc, char **argv) {
     free(x);
   }
   if (quick) printf("test_kernels: quick mode (a sample of the inputs)\n");
+  check_cpu_variant("test_kernels");
   CHECK_SUMMARY("test_kernels");
 }
