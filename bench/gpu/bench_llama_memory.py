@@ -28,7 +28,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sweep import run_child  # found in this script's folder (bench/gpu is no package)
+from llama_shapes import TINYLLAMA  # found in this script's folder (no package)
+from sweep import run_child
 
 CONTEXTS = [2048, 4096, 8192, 16384, 32768, 65536]
 # "+loss": also lm_loss="chunked" (the loss without the tokens x vocab logits)
@@ -47,9 +48,8 @@ def child(mode: str, ckpt: bool, contexts, tile: int):
     total = torch.cuda.get_device_properties(0).total_memory
     if total > CAP_GIB * GIB:
         torch.cuda.set_per_process_memory_fraction(CAP_GIB * GIB / total)
-    cfg = T.LlamaConfig(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
-                        num_attention_heads=32, num_key_value_heads=4, vocab_size=32000,
-                        max_position_embeddings=max(max(contexts), 2048), rms_norm_eps=1e-5)
+    cfg = T.LlamaConfig(**TINYLLAMA, max_position_embeddings=max(max(contexts), 2048),
+                        rms_norm_eps=1e-5)
     torch.manual_seed(0)
     with dev:
         model = T.LlamaForCausalLM._from_config(cfg, attn_implementation="sdpa",

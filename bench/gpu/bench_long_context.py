@@ -41,7 +41,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sweep import run_child  # found in this script's folder (bench/gpu is no package)
+from llama_shapes import TINY, TINYLLAMA  # found in this script's folder (no package)
+from sweep import run_child
 
 MODES = ["hf+ckpt", "liger+ckpt", "liger-tiled+ckpt", "liger-tiled+offload",
          "unswag-prev+ckpt", "unswag-long", "unswag-long+norm"]
@@ -53,12 +54,7 @@ DEVICE = "cuda"  # the CPU smoke test overrides this
 def build_model(mode: str, max_ctx: int, dev, small: bool = False):
     import torch
     import transformers as T
-    if small:  # the CPU smoke test
-        shape = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                     num_attention_heads=4, num_key_value_heads=2, vocab_size=256)
-    else:
-        shape = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
-                     num_attention_heads=32, num_key_value_heads=4, vocab_size=32000)
+    shape = TINY if small else TINYLLAMA  # tiny: the CPU smoke test
     cfg = T.LlamaConfig(**shape, max_position_embeddings=max(max_ctx, 2048), rms_norm_eps=1e-5)
     if mode.startswith("liger"):
         from liger_kernel.transformers import apply_liger_kernel_to_llama

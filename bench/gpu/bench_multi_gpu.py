@@ -57,6 +57,9 @@ import time
 import traceback
 from datetime import timedelta
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from llama_shapes import TINY, TINYLLAMA  # found in this script's folder (no package)
+
 os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # the lent machine needs NVLink multicast off
 os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
 
@@ -64,17 +67,13 @@ MODES = ["hf+fsdp+ckpt", "unswag-long+fsdp", "unswag-long+sp", "unswag-long+fsdp
          "unswag-long@1gpu"]
 CONTEXTS = [16384, 32768, 65536, 131072, 262144, 524288]
 GIB = 2 ** 30
-TINYLLAMA = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
-                 num_attention_heads=32, num_key_value_heads=4, vocab_size=32000)
-SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-             num_attention_heads=4, num_key_value_heads=2, vocab_size=256)
 
 
 def build_model(mode: str, max_ctx: int, dev, small: bool, chunk: int):
     """The model of `mode` on `dev`, patched and sharded (FSDP2 over the default group)."""
     import torch
     import transformers as T
-    cfg = T.LlamaConfig(**(SMALL if small else TINYLLAMA),
+    cfg = T.LlamaConfig(**(TINY if small else TINYLLAMA),
                         max_position_embeddings=max(max_ctx, 2048), rms_norm_eps=1e-5)
     torch.manual_seed(0)
     with dev:

@@ -14,6 +14,8 @@ of one long-context step.  A diagnostic for the lent GPU; prints a table.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
 import torch
@@ -145,9 +147,9 @@ def main():
     import transformers as T_
 
     from unswag import apply_unswag_surgery
-    cfg = T_.LlamaConfig(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
-                         num_attention_heads=32, num_key_value_heads=4, vocab_size=32000,
-                         max_position_embeddings=a.profile_step, rms_norm_eps=1e-5)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from llama_shapes import TINYLLAMA  # found in this script's folder (no package)
+    cfg = T_.LlamaConfig(**TINYLLAMA, max_position_embeddings=a.profile_step, rms_norm_eps=1e-5)
     with dev:
         model = T_.LlamaForCausalLM._from_config(cfg, attn_implementation="sdpa",
                                                  torch_dtype=torch.bfloat16)
