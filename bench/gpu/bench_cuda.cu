@@ -21,16 +21,8 @@
 #include <time.h>
 #include <vector>
 
+#include "../../tests/gpu/cuda_ok.h"
 #include "unswag.h"
-
-#define CUDA_OK(call)                                                                          \
-  do {                                                                                         \
-    cudaError_t e_ = (call);                                                                   \
-    if (e_ != cudaSuccess) {                                                                   \
-      fprintf(stderr, "%s:%d: %s -> %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-      exit(1);                                                                                 \
-    }                                                                                          \
-  } while (0)
 
 #define UNSWAG_OK_OR_DIE(call)                                             \
   do {                                                                     \

@@ -27,21 +27,15 @@ if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
   export PATH=/usr/local/cuda/bin:$PATH
 fi
 NVCC=$(command -v nvcc) || { echo "bench/gpu/run.sh: nvcc not found"; exit 1; }
-if [ -z "${CUDA_ARCH:-}" ]; then
-  CUDA_ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n1 | tr -d ' .' || true)
-  case "$CUDA_ARCH" in ''|*[!0-9]*) CUDA_ARCH=90 ;; esac
-fi
+. tests/gpu/cuda_build.sh
+CUDA_ARCH=${CUDA_ARCH:-$(cuda_arch)}
 echo "== unswag GPU benchmark: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv,noheader 2>/dev/null || true
 
 LIB="$BUILD_DIR/libunswag.a"
 if ! nm "$LIB" 2>/dev/null | grep forward_kernel >/dev/null; then
-  mkdir -p "$BUILD_DIR"
   # shellcheck disable=SC2086
-  cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DUNSWAG_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" -DUNSWAG_BUILD_TESTS=OFF \
-    -DUNSWAG_BUILD_EXAMPLES=OFF -DUNSWAG_BUILD_BENCH=OFF ${UNSWAG_CMAKE_ARGS:-} \
-    >"$BUILD_DIR/configure.log" 2>&1 || { tail -n 30 "$BUILD_DIR/configure.log"; exit 1; }
+  configure_cuda_build "$BUILD_DIR" "$BUILD_DIR/configure.log" ${UNSWAG_CMAKE_ARGS:-} || exit 1
   cmake --build "$BUILD_DIR" -j "$(nproc)" --target unswag_static >"$BUILD_DIR/build.log" 2>&1 ||
     { tail -n 40 "$BUILD_DIR/build.log"; exit 1; }
 fi

@@ -16,12 +16,8 @@ if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
   export PATH=/usr/local/cuda/bin:$PATH
 fi
 if [ ! -f "$BUILD_DIR/libunswag.so" ]; then
-  arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n1 | tr -d ' .')
-  case "$arch" in ''|*[!0-9]*) arch=90 ;; esac
-  cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DUNSWAG_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES="$arch" -DUNSWAG_BUILD_TESTS=OFF -DUNSWAG_BUILD_EXAMPLES=OFF \
-    -DUNSWAG_BUILD_BENCH=OFF >"$BUILD_DIR.configure.log" 2>&1 || {
-      tail -n 30 "$BUILD_DIR.configure.log"; exit 1; }
+  . tests/gpu/cuda_build.sh
+  configure_cuda_build "$BUILD_DIR" "$BUILD_DIR.configure.log" || exit 1
   cmake --build "$BUILD_DIR" -j "$(nproc)" >"$BUILD_DIR.build.log" 2>&1 || {
     tail -n 40 "$BUILD_DIR.build.log"; exit 1; }
 fi

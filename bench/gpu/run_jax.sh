@@ -19,13 +19,10 @@ if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
 fi
 PY=${PYTHON:-python3}
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader || true
+. tests/gpu/cuda_build.sh
 if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
-  arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n1 | tr -d ' .')
-  case "$arch" in ''|*[!0-9]*) arch=90 ;; esac
-  cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DUNSWAG_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES="$arch" -DUNSWAG_BUILD_TESTS=OFF -DUNSWAG_BUILD_EXAMPLES=OFF \
-    -DUNSWAG_BUILD_BENCH=OFF -DPython_EXECUTABLE="$(command -v "$PY")" \
-    >"$DEST/configure.log" 2>&1 || { tail -n 30 "$DEST/configure.log"; exit 1; }
+  configure_cuda_build "$BUILD_DIR" "$DEST/configure.log" \
+    -DPython_EXECUTABLE="$(command -v "$PY")" || exit 1
 fi
 cmake --build "$BUILD_DIR" -j "$(nproc)" >"$DEST/build.log" 2>&1 || {
   tail -n 40 "$DEST/build.log"; exit 1; }

@@ -1,5 +1,5 @@
-/* CUDA_OK(call): a CUDA runtime call the GPU tests cannot go on without; on an
- * error it names the call and its place and exits with status 2. */
+/* CUDA_OK(call): a CUDA runtime call the GPU tests (and bench/gpu/bench_cuda.cu) cannot
+ * go on without; on an error it names the call and its place and exits with status 2. */
 #ifndef UNSWAG_TEST_CUDA_OK_H
 #define UNSWAG_TEST_CUDA_OK_H
 #include <cuda_runtime_api.h>

@@ -33,23 +33,17 @@ if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
 fi
 NVCC=$(command -v nvcc) || { echo "run.sh: nvcc not found"; echo "0 passed, 1 failed"; exit 1; }
 CUDA_HOME=$(dirname "$(dirname "$(readlink -f "$NVCC")")")
-if [ -z "${CUDA_ARCH:-}" ]; then
-  CUDA_ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n1 | tr -d ' .' || true)
-  case "$CUDA_ARCH" in ''|*[!0-9]*) CUDA_ARCH=90 ;; esac
-fi
+. tests/gpu/cuda_build.sh
+CUDA_ARCH=${CUDA_ARCH:-$(cuda_arch)}
 echo "== unswag GPU tests: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
 echo "nvcc: $("$NVCC" --version | tail -n1)   arch: sm_$CUDA_ARCH   cmake: $(cmake --version | head -n1)"
 
 # ---- build ------------------------------------------------------------------------
 t0=$(date +%s)
-mkdir -p "$BUILD_DIR"
 # shellcheck disable=SC2086
-cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DUNSWAG_CUDA=ON \
-  -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" -DUNSWAG_BUILD_TESTS=ON \
-  -DUNSWAG_BUILD_EXAMPLES=OFF -DUNSWAG_BUILD_BENCH=OFF ${UNSWAG_CMAKE_ARGS:-} \
-  >"$BUILD_DIR/configure.log" 2>&1 || {
-  tail -n 30 "$BUILD_DIR/configure.log"; echo "0 passed, 1 failed"; exit 1; }
+configure_cuda_build "$BUILD_DIR" "$BUILD_DIR/configure.log" -DUNSWAG_BUILD_TESTS=ON \
+  ${UNSWAG_CMAKE_ARGS:-} || { echo "0 passed, 1 failed"; exit 1; }
 cmake --build "$BUILD_DIR" -j "$(nproc)" --target test_cuda test_gated_cuda test_rmsnorm_cuda \
   >"$BUILD_DIR/build.log" 2>&1 || {
   tail -n 40 "$BUILD_DIR/build.log"; echo "0 passed, 1 failed"; exit 1; }

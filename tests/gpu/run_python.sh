@@ -24,13 +24,10 @@ echo "== unswag Python GPU tests: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
 "$PY" -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)'
 
+. tests/gpu/cuda_build.sh
 if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
-  arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n1 | tr -d ' .')
-  case "$arch" in ''|*[!0-9]*) arch=90 ;; esac
-  cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DUNSWAG_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES="$arch" -DUNSWAG_BUILD_TESTS=OFF -DUNSWAG_BUILD_EXAMPLES=OFF \
-    -DUNSWAG_BUILD_BENCH=OFF -DPython_EXECUTABLE="$(command -v "$PY")" \
-    >"$BUILD_DIR.configure.log" 2>&1 || { tail -n 30 "$BUILD_DIR.configure.log"; echo "0 passed, 1 failed"; exit 1; }
+  configure_cuda_build "$BUILD_DIR" "$BUILD_DIR.configure.log" \
+    -DPython_EXECUTABLE="$(command -v "$PY")" || { echo "0 passed, 1 failed"; exit 1; }
 fi
 grep -E "JAX FFI|jax" "$BUILD_DIR/CMakeCache.txt" | grep -i "include_dir" || true
 cmake --build "$BUILD_DIR" -j "$(nproc)" >"$BUILD_DIR/build-python.log" 2>&1 || {
