@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import torch
@@ -85,7 +86,10 @@ def main():
         took = time.perf_counter() - t0
         peak = (f", peak {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB"
                 if dev.type == "cuda" else "")
-        print(f"rank {rank} step {step}: loss {loss.item():.4f}, {took:.1f} s{peak}", flush=True)
+        # One write per line: print() writes text and newline separately, and two ranks
+        # sharing one pipe could interleave between them.
+        sys.stdout.write(f"rank {rank} step {step}: loss {loss.item():.4f}, {took:.1f} s{peak}\n")
+        sys.stdout.flush()
     dist.destroy_process_group()
 
 
