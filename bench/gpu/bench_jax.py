@@ -13,7 +13,10 @@ Measured, for bf16, fp32 and fp16 at n = 2^28 elements:
   - an 8-layer MLP training step (1024 wide, batch 16384, bf16 and fp32): step time (one
     step waited for, and per step of 20 dispatched back to back) and XLA's temporary
     memory for jax.nn, pure, ffi and auto;
-  - a JAX profiler trace of a few calls, summarised per GPU kernel (--no-profile skips it).
+  - JAX profiler traces, summarised per GPU kernel (--no-profile skips them): a few
+    fwd+bwd calls of relu/1 and silu/4 in each --profile-dtypes, and three MLP steps of
+    each path for relu and silu in each MLP dtype (kernels a step, their device time, the
+    longest ones): where a path's step time goes beyond its bytes.
 Timings interleave the paths being compared (rounds x reps, median), so clock drift hits
 all of them alike.
 
@@ -267,29 +270,45 @@ def choose(ratio):
 
 # ---- the MLP training step ----------------------------------------------------------------
 
+def mlp_problem(batch, width, depth, dtype):
+    """(params, loss): `depth` random width x width layers, a batch of inputs, and
+    loss(params, act) = mean square of the last activations."""
+    import jax
+    import jax.numpy as jnp
+    dt = jnp.dtype(dtype)
+    key = jax.random.PRNGKey(0)
+    params = []
+    for _ in range(depth):
+        key, k = jax.random.split(key)
+        params.append(jax.random.normal(k, (width, width), dt) / jnp.sqrt(width).astype(dt))
+    x = jax.random.normal(key, (batch, width), dt)
+
+    def loss(params, act, x=x):
+        h = x
+        for w in params:
+            h = act(h @ w)
+        return jnp.mean(h.astype(jnp.float32) ** 2)
+    return params, loss
+
+
+def mlp_steps(loss, act, bits, impls):
+    """{path: jitted gradient of loss} for jax.nn and unswag through each impl."""
+    import jax
+
+    import unswag.jax as uj
+    b = 1 if act == "relu" else bits
+    variants = {"jax.nn": reference(act)}
+    for impl in impls:
+        variants[impl] = lambda h, i=impl, a=act, b=b: uj.activation(h, a, b, impl=i)
+    return {k: jax.jit(jax.grad(lambda p, a=a: loss(p, a))) for k, a in variants.items()}
+
+
 def bench_mlp(batch, width, depth, dtypes, bits, impls, rounds, reps, record):
     """Step time and XLA's temporary memory of one training step of an MLP, per activation:
     jax.nn and unswag through each impl; record(row) after each activation."""
-    import jax
-    import jax.numpy as jnp
-
-    import unswag.jax as uj
     rows = []
     for dtype in dtypes:
-        dt = jnp.dtype(dtype)
-        key = jax.random.PRNGKey(0)
-        params = []
-        for _ in range(depth):
-            key, k = jax.random.split(key)
-            params.append(jax.random.normal(k, (width, width), dt) / jnp.sqrt(width).astype(dt))
-        x = jax.random.normal(key, (batch, width), dt)
-
-        def loss(params, act, x=x):
-            h = x
-            for w in params:
-                h = act(h @ w)
-            return jnp.mean(h.astype(jnp.float32) ** 2)
-
+        params, loss = mlp_problem(batch, width, depth, dtype)
         out(f"\nMLP training step: {depth} layers of {width}x{width}, batch {batch}, {dtype}, "
             f"smooth activations at {bits} bits (temp = XLA's compiled temporary buffers; "
             "x = jax.nn time / step time, mem = temp / jax.nn's; step ms: one step waited for, "
@@ -300,10 +319,7 @@ def bench_mlp(batch, width, depth, dtypes, bits, impls, rounds, reps, record):
         out("-" * len(hdr))
         for act in MLP_ACTS:
             b = 1 if act == "relu" else bits
-            variants = {"jax.nn": reference(act)}
-            for impl in impls:
-                variants[impl] = lambda h, i=impl, a=act, b=b: uj.activation(h, a, b, impl=i)
-            steps = {k: jax.jit(jax.grad(lambda p, a=a: loss(p, a))) for k, a in variants.items()}
+            steps = mlp_steps(loss, act, bits, impls)
             mem, ops = {}, {}
             for k, s in steps.items():
                 compiled = s.lower(params).compile()
@@ -332,36 +348,68 @@ def bench_mlp(batch, width, depth, dtypes, bits, impls, rounds, reps, record):
                 rb = f"{tb['jax.nn'] / tb[k]:>6.2f}x" if k != "jax.nn" else f"{'':>7}"
                 out(f"{act + '/' + str(b):<11}{k:<8}{t[k] * 1e3:>9.3f}{r}{tb[k] * 1e3:>9.3f}{rb}"
                     f"{(mem[k] or 0) / 2**20:>10.1f}{m}")
-        del params, x
+        del params, loss
     return rows
 
 
 # ---- profile -------------------------------------------------------------------------------
 
-def profile(n, dtype, cases, impls, log_dir, calls=3):
-    """A JAX profiler trace of `calls` calls of each case's fwd+bwd through jax.nn and each
-    impl; returns the per-kernel summary of summarize_trace()."""
+def traced(calls, log_dir, keep_trace=True, top=30):
+    """Runs each of `calls` (functions of no argument) under a JAX profiler trace written to
+    log_dir; returns the summarize_trace() rows of that trace."""
     import glob
+    import shutil
 
     import jax
-    import jax.numpy as jnp
-    x = jax.random.normal(jax.random.PRNGKey(0), (n,), jnp.dtype(dtype))
-    dy = jax.random.normal(jax.random.PRNGKey(1), (n,), jnp.dtype(dtype))
-    fns = []
-    for act, bits in cases:
-        f, _ = op_functions(act, bits, impls)
-        for fn in f.values():
-            jax.block_until_ready(fn(x, dy))
-            fns.append(fn)
     with jax.profiler.trace(log_dir, create_perfetto_trace=True):
-        for fn in fns:
-            for _ in range(calls):
-                jax.block_until_ready(fn(x, dy))
+        for call in calls:
+            jax.block_until_ready(call())
     for p in glob.glob(os.path.join(log_dir, "**", "*.xplane.pb"), recursive=True):
         os.remove(p)  # tens of MB; the perfetto trace has the same events
     traces = sorted(glob.glob(os.path.join(log_dir, "**", "perfetto_trace.json.gz"),
                               recursive=True))
-    return summarize_trace(traces[-1]) if traces else []
+    rows = summarize_trace(traces[-1], top=top) if traces else []
+    if not keep_trace:
+        shutil.rmtree(log_dir, ignore_errors=True)
+    return rows
+
+
+def profile(n, dtype, cases, impls, log_dir, calls=3):
+    """A JAX profiler trace of `calls` calls of each case's fwd+bwd through jax.nn and each
+    impl; returns the per-kernel summary of summarize_trace()."""
+    import jax
+    import jax.numpy as jnp
+    x = jax.random.normal(jax.random.PRNGKey(0), (n,), jnp.dtype(dtype))
+    dy = jax.random.normal(jax.random.PRNGKey(1), (n,), jnp.dtype(dtype))
+    todo = []
+    for act, bits in cases:
+        f, _ = op_functions(act, bits, impls)
+        for fn in f.values():
+            jax.block_until_ready(fn(x, dy))  # compiled outside the trace
+            todo += [lambda fn=fn: fn(x, dy)] * calls
+    return traced(todo, log_dir)
+
+
+def profile_mlp(batch, width, depth, dtype, acts, bits, impls, log_dir, steps=3):
+    """Where an MLP step's device time goes, per activation and path: one trace of `steps`
+    steps each.  Returns rows {act, path, kernels (per step), device_ms (kernel time per
+    step), top: [(kernel, mean us, calls per step)]}; kernels that run back to back on one
+    stream, so wall time - device time is the gaps between them."""
+    import jax
+    params, loss = mlp_problem(batch, width, depth, dtype)
+    rows = []
+    for act in acts:
+        for path, step in mlp_steps(loss, act, bits, impls).items():
+            jax.block_until_ready(step(params))  # compiled outside the trace
+            name = f"mlp-{dtype}-{act}-{path}".replace(".", "")
+            ev = traced([lambda s=step: s(params)] * steps, os.path.join(log_dir, name),
+                        keep_trace=False, top=10_000)
+            dev = [r for r in ev if "/device" in r[0].lower() or "gpu" in r[0].lower()]
+            rows.append({"dtype": dtype, "act": act, "path": path,
+                         "kernels": sum(r[2] for r in dev) / steps,
+                         "device_ms": sum(r[3] for r in dev) / steps / 1e3,
+                         "top": [(r[1][:80], round(r[4], 1), r[2] / steps) for r in dev[:6]]})
+    return rows
 
 
 HOST_EVENTS = re.compile(r"ffi|custom|unswag|thunk|execute", re.IGNORECASE)
@@ -404,7 +452,8 @@ class Results:
 
     def __init__(self, out_dir, run):
         self.dir = out_dir
-        self.data = {"run": run, "partial": True, "ops": [], "mlp": [], "profile": []}
+        self.data = {"run": run, "partial": True, "ops": [], "mlp": [], "profile": [],
+                     "mlp_profile": []}
 
     def add(self, kind, row):
         self.data[kind].append(row)
@@ -471,6 +520,8 @@ def main(argv=None):
     ap.add_argument("--mlp", default=None, help="batch,width,depth (default 16384,1024,8)")
     ap.add_argument("--mlp-dtypes", default="bfloat16,float32")
     ap.add_argument("--mlp-bits", type=int, default=4)
+    ap.add_argument("--profile-dtypes", default="bfloat16,float32",
+                    help="dtypes of the per-kernel op profile")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--out", default=os.environ.get("OUT"))
@@ -513,17 +564,35 @@ def main(argv=None):
     bench_mlp(batch, width, depth, args.mlp_dtypes.split(","), args.mlp_bits,
               impls + ["auto"], args.rounds, args.reps, lambda r: res.add("mlp", r))
     if not args.no_profile and args.out:
-        try:
-            rows = profile(n, dtypes[0], [c for c in (("relu", 1), ("silu", 4)) if c in cases]
-                           or cases[:1], impls, os.path.join(args.out, "jax_profile"))
-            out(f"\nprofile ({dtypes[0]}, 3 calls each of jax.nn / {' / '.join(impls)} "
-                "fwd+bwd; events of the GPU trace, longest first):")
-            out(f"{'calls':>6}{'total us':>11}{'mean us':>10}  event")
-            for p, name, c, tot, mean in rows:
-                out(f"{c:>6}{tot:>11.1f}{mean:>10.1f}  {name[:110]}  [{p}]")
-            res.data["profile"] = [list(r) for r in rows]
-        except Exception as e:  # the profiler is a bonus: never lose the tables for it
-            out(f"\nprofile failed: {type(e).__name__}: {e}")
+        log_dir = os.path.join(args.out, "jax_profile")
+        for dtype in args.profile_dtypes.split(","):
+            try:
+                rows = profile(n, dtype, [c for c in (("relu", 1), ("silu", 4)) if c in cases]
+                               or cases[:1], impls, os.path.join(log_dir, dtype))
+                out(f"\nprofile ({dtype}, 3 calls each of jax.nn / {' / '.join(impls)} "
+                    "fwd+bwd; events of the GPU trace, longest first):")
+                out(f"{'calls':>6}{'total us':>11}{'mean us':>10}  event")
+                for p, name, c, tot, mean in rows:
+                    out(f"{c:>6}{tot:>11.1f}{mean:>10.1f}  {name[:110]}  [{p}]")
+                res.data["profile"] += [[dtype] + list(r) for r in rows]
+            except Exception as e:  # the profiler is a bonus: never lose the tables for it
+                out(f"\nprofile failed: {type(e).__name__}: {e}")
+        for dtype in args.mlp_dtypes.split(","):
+            try:
+                rows = profile_mlp(batch, width, depth, dtype, ("relu", "silu"), args.mlp_bits,
+                                   impls, log_dir)
+            except Exception as e:
+                out(f"\nMLP profile failed: {type(e).__name__}: {e}")
+                continue
+            out(f"\nMLP step profile ({dtype}, 3 steps a path; kernels and device ms per step "
+                "= the kernels' own time; top kernels: mean us x calls per step):")
+            if not any(r["kernels"] for r in rows):
+                out("(no device events in the trace: nothing to attribute on this backend)")
+            for r in rows:
+                top = "; ".join(f"{k} {us:.1f}us x{c:g}" for k, us, c in r["top"])
+                out(f"{r['act']:<6}{r['path']:<8}{r['kernels']:>6.0f} kernels"
+                    f"{r['device_ms']:>9.3f} ms  {top[:300]}")
+            res.data["mlp_profile"] += rows
     done_when(res)
     res.data["partial"] = False
     res.write()

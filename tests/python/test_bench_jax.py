@@ -57,6 +57,9 @@ def test_bench_jax_tiny_run(tmp_path, capsys, monkeypatch, restore_table):
     assert "forward+backward under jit" in text and "MLP training step" in text
     assert "issue 13 'done when'" in capsys.readouterr().out
     assert "profile" in text  # a summary, or why it failed
+    assert "MLP step profile (float32" in text  # the per-path trace of MLP steps
+    assert {(r["act"], r["path"]) for r in res["mlp_profile"]} == {
+        (a, p) for a in ("relu", "silu") for p in ["jax.nn"] + impls}
 
     # the decision file: valid, one entry per measured case where both paths ran, and
     # it goes into a table that auto then follows
