@@ -10,7 +10,8 @@
 # targets of the issue (every kernel >= 90% of copy bandwidth; silu k=2
 # fwd+bwd >= 1.15x PyTorch; gelu >= 1.4x).
 #
-# Environment: BUILD_DIR (default build-gpu), CUDA_ARCH (default: the GPU's
+# Environment: EXTRA_DTYPES (e.g. "f32 f16": bench_cuda again in those dtypes),
+# BUILD_DIR (default build-gpu), CUDA_ARCH (default: the GPU's
 # compute capability, else 90), UNSWAG_CMAKE_ARGS (extra cmake arguments),
 # OUT (if set: output also in $OUT/gpu-bench.txt, CSVs in $OUT).
 set -euo pipefail
@@ -45,6 +46,12 @@ fi
 echo
 "$BUILD_DIR/bench_cuda" --csv "$BUILD_DIR/bench_cuda.csv" ${N_ARGS[@]+"${N_ARGS[@]}"}
 echo
+# EXTRA_DTYPES="f32 f16": the same kernels-vs-copy table for those dtypes (no PyTorch side)
+for d in ${EXTRA_DTYPES:-}; do
+  "$BUILD_DIR/bench_cuda" --dtype "$d" --csv "$BUILD_DIR/bench_cuda_$d.csv" ${N_ARGS[@]+"${N_ARGS[@]}"}
+  [ -n "${OUT:-}" ] && cp "$BUILD_DIR/bench_cuda_$d.csv" "$OUT/"
+  echo
+done
 have_torch=0
 if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
   python3 bench/gpu/bench_torch.py --csv "$BUILD_DIR/bench_torch.csv" ${N_ARGS[@]+"${N_ARGS[@]}"} && have_torch=1
