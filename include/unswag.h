@@ -2,9 +2,8 @@
  * unswag.h - the public C API of libunswag.
  *
  * Forward: y = f(x).  The relu family is exact (a select).  silu/gelu:
- * fp32 is computed in double and rounded once to float (within 1 ulp of the
- * correctly rounded value; it can differ from a framework's float formula by
- * 1 ulp); fp16/bf16 are computed in float with the library's own exp/erfc
+ * fp32 is computed in float-float arithmetic and rounded once to float (within 1 ulp of the correctly rounded
+ * value; it can differ from a framework's float formula by 1 ulp); fp16/bf16 are computed in float with the library's own exp/erfc
  * and rounded once (within 1 ulp of correctly rounded, checked on all 65,536
  * inputs).  Instead of x, a k-bit code of x is kept for backward.
  * Backward: dx = dy * level[code].  Exact for the relu family (1 bit);

@@ -6,8 +6,10 @@
  * Rules that keep it bit-reproducible:
  *  - only IEEE +,-,*,/ and integer ops in float paths (no libm calls that
  *    may differ between libraries, no contraction into FMA);
- *  - the fp32 dtype computes in double through libm / CUDA double math and
- *    rounds once, so it is within 1 ulp of the correctly rounded value;
+ *  - the fp32 dtype computes in float-float arithmetic (act_math_f32.h:
+ *    IEEE ops and fmaf only, the same bits everywhere), within 1 ulp of
+ *    the correctly rounded value; the gated kernels' fp32 still computes in
+ *    double through libm / CUDA double math, rounded once (within 1 ulp);
  *  - the 16-bit dtypes compute in float with the polynomial exp below
  *    (relative error ~1e-7, far under half an fp16/bf16 ulp).
  */
@@ -153,7 +155,7 @@ UNSWAG_HD float us_gelu_tanh_f32(float x) {
   return x * s;
 }
 
-/* ---- activations, double (fp32 dtype) ------------------------------------- */
+/* ---- activations, double (the gated kernels' fp32 dtype, gated_act.inc) ---- */
 
 UNSWAG_HD double us_silu_f64(double x) { return x / (1.0 + exp(-x)); }
 UNSWAG_HD double us_gelu_f64(double x) { return 0.5 * x * erfc(-x * 0.70710678118654752440); }

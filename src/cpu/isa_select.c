@@ -9,10 +9,12 @@
 
 #ifdef UNSWAG_HAVE_AVX2_KERNELS
 #include <cpuid.h>
-/* F16C by cpuid: some clang versions do not know "f16c" in __builtin_cpu_supports */
-static int have_avx2_f16c(void) {
+/* AVX2, FMA and F16C (by cpuid: some clang versions do not know "f16c" in
+ * __builtin_cpu_supports); every AVX2 processor has the other two */
+static int have_avx2_fma_f16c(void) {
   unsigned a, b, c, d;
-  return __builtin_cpu_supports("avx2") && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+         __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
 }
 #endif
 
@@ -21,7 +23,7 @@ static const unswag_cpu_kernels *forced(void) {
   if (!want) return NULL;
   if (strcmp(want, "baseline") == 0) return &unswag_cpu_kernels_baseline;
 #ifdef UNSWAG_HAVE_AVX2_KERNELS
-  if (strcmp(want, "avx2") == 0 && have_avx2_f16c()) return &unswag_cpu_kernels_avx2;
+  if (strcmp(want, "avx2") == 0 && have_avx2_fma_f16c()) return &unswag_cpu_kernels_avx2;
 #endif
   return NULL;
 }
@@ -30,7 +32,7 @@ static const unswag_cpu_kernels *probe(void) {
   const unswag_cpu_kernels *k = forced();
   if (k) return k;
 #ifdef UNSWAG_HAVE_AVX2_KERNELS
-  if (have_avx2_f16c()) return &unswag_cpu_kernels_avx2;
+  if (have_avx2_fma_f16c()) return &unswag_cpu_kernels_avx2;
 #endif
   return &unswag_cpu_kernels_baseline;
 }

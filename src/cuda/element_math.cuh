@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "../core/act_math.h"
+#include "../core/act_math_f32.h"
 #include "../core/internal.h"
 
 namespace unswag_cuda {
@@ -32,15 +33,15 @@ __device__ __forceinline__ uint32_t from_float(float f) {
 }
 
 // f(x) of a smooth activation, as the CPU computes it: float math for the
-// 16-bit dtypes, double math rounded once for fp32.
+// 16-bit dtypes, float-float for fp32 (act_math_f32.h); the same bits.
 template <int ACT, int DT>
 __device__ __forceinline__ uint32_t smooth_value(float v) {
   if constexpr (DT == UNSWAG_F32) {
-    double r;
-    if constexpr (ACT == UNSWAG_SILU) r = us_silu_f64(v);
-    else if constexpr (ACT == UNSWAG_GELU) r = us_gelu_f64(v);
-    else r = us_gelu_tanh_f64(v);
-    return from_float<DT>((float)r);
+    float r;
+    if constexpr (ACT == UNSWAG_SILU) r = us_silu_ff(v);
+    else if constexpr (ACT == UNSWAG_GELU) r = us_gelu_ff(v);
+    else r = us_gelu_tanh_ff(v);
+    return from_float<DT>(r);
   } else {
     float r;
     if constexpr (ACT == UNSWAG_SILU) r = us_silu_f32(v);

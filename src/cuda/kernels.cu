@@ -4,8 +4,7 @@
  * Same semantics as the CPU kernels (src/cpu/kernels.inc), element for
  * element: the per-element math is the act_math.h code the CPU runs, compiled
  * for the device with --fmad=false, so codes and 16-bit outputs are the same
- * bits (fp32 outputs of smooth activations go through CUDA's double exp/erfc:
- * within 1 ulp).  Computed NaNs are written as the canonical quiet NaN of the
+ * bits (fp32 too: float-float, act_math_f32.h).  Computed NaNs are written as the canonical quiet NaN of the
  * dtype on both sides (x86 and NVIDIA GPUs propagate NaN payloads and signs
  * differently); NaNs passed through by relu / hardtanh / a select keep their
  * bits.

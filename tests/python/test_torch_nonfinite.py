@@ -71,9 +71,9 @@ def test_nan_in_dy_propagates():
 
 
 @pytest.mark.parametrize("act", ["silu", "gelu", "gelu_tanh"])
-def test_fp32_forward_is_the_double_value_rounded_once(act):
-    """README: fp32 forward = f computed in double, rounded once (within 1 ulp of the
-    correctly rounded value); torch's float formula may differ."""
+def test_fp32_forward_within_one_ulp_of_the_double_value(act):
+    """README: the fp32 forward is within 1 ulp of the correctly rounded value (float-float
+    for silu and gelu_tanh, double for gelu); torch's float formula may differ."""
     fn = {"silu": ut.silu, "gelu": ut.gelu, "gelu_tanh": lambda t: ut.gelu(t, "tanh")}[act]
     # double references without cancellation (torch's own double gelu underflows to -0
     # in the far negative tail, where 1 + erf cancels)
