@@ -12,10 +12,13 @@
  *    variable (plain C programs, JAX).
  * Either way the caller works on the call itself and pieces are claimed from
  * an atomic counter, so a thread that starts late delays nothing: the caller
- * takes its pieces. */
+ * takes its pieces.  Helper threads run their pieces in the caller's
+ * floating-point environment (rounding, flush-to-zero / denormals-are-zero),
+ * so a result never depends on which thread computed it. */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "parallel.h"
 
+#include <fenv.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
@@ -95,6 +98,7 @@ typedef struct job {
   size_t n;
   int pieces;
   atomic_int next; /* the next unclaimed piece */
+  fenv_t env;      /* the caller's floating-point environment */
 } job;
 
 /* Run pieces of j until none is left unclaimed. */
@@ -106,6 +110,16 @@ static void run_pieces(job *j) {
     piece(j->n, j->pieces, i, &b, &e);
     if (e > b) j->fn(j->ctx, b, e);
   }
+}
+
+/* run_pieces on a helper thread, in the caller's floating-point environment
+ * (XLA, for one, flushes subnormals on its threads; torch.set_flush_denormal
+ * on the calling thread): the helper's own is restored after. */
+static void run_pieces_as_caller(job *j) {
+  fenv_t own;
+  const int switched = fegetenv(&own) == 0 && fesetenv(&j->env) == 0;
+  run_pieces(j);
+  if (switched) fesetenv(&own);
 }
 
 /* Everything but `busy` is guarded by mu. */
@@ -136,7 +150,7 @@ static void *worker_main(void *arg) {
     pool.slots--;
     pool.active++;
     pthread_mutex_unlock(&pool.mu);
-    run_pieces(j);
+    run_pieces_as_caller(j);
     pthread_mutex_lock(&pool.mu);
     if (--pool.active == 0) pthread_cond_signal(&pool.idle);
   }
@@ -215,7 +229,7 @@ static const host_omp *find_host_omp(void) {
   return &h;
 }
 
-static void host_member(void *j) { run_pieces((job *)j); }
+static void host_member(void *j) { run_pieces_as_caller((job *)j); }
 
 void unswag_cpu_parallel_for(size_t n, int threads, unswag_piece_fn fn, void *ctx) {
   if (n == 0) return;
@@ -228,6 +242,11 @@ void unswag_cpu_parallel_for(size_t n, int threads, unswag_piece_fn fn, void *ct
   if (pieces < (size_t)threads) pieces = (size_t)threads;
   job j = {.fn = fn, .ctx = ctx, .n = n, .pieces = (int)pieces};
   atomic_init(&j.next, 0);
+  if (fegetenv(&j.env) != 0) {
+    fn(ctx, 0, n); /* no environment to hand on: one thread */
+    atomic_flag_clear_explicit(&busy, memory_order_release);
+    return;
+  }
   static int atfork_done; /* set with `busy` held */
   if (!atfork_done)
     atfork_done = pthread_atfork(before_fork, after_fork_parent, after_fork_child) == 0;

@@ -5,7 +5,10 @@
  *    on multiples of 64, for every thread count (test_parallel_omp: every
  *    piece inside the OpenMP team when 2 or more threads are available);
  *  - several threads calling the library at once get the scalar path's bytes;
- *  - a child forked after the pool started runs threaded calls (no hang). */
+ *  - a child forked after the pool started runs threaded calls (no hang);
+ *  - x86: every thread of a call works in the caller's floating-point
+ *    environment (denormals-are-zero / flush-to-zero set by the caller: a
+ *    threaded relu of subnormals gives the one-thread bytes). */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
 #include <stdlib.h>
@@ -14,6 +17,9 @@
 #include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
 #endif
 #include "check.h"
 #include "parallel.h"
@@ -80,8 +86,36 @@ static void *call_repeatedly(void *arg) {
   return NULL;
 }
 
+/* x86 only (MXCSR): the caller sets DAZ + FTZ; a threaded fp32 relu over
+ * positive subnormals must give what one thread gives in that mode (zeros:
+ * DAZ reads them as 0), not IEEE results from helper threads. */
+static void check_caller_fp_env(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  const size_t n = (size_t)1 << 20;
+  float *x = malloc(n * 4), *y1 = malloc(n * 4), *yt = malloc(n * 4);
+  uint8_t *c1 = malloc(n / 8), *ct = malloc(n / 8);
+  for (size_t i = 0; i < n; ++i) x[i] = 1e-40f * (float)(1 + i % 7);
+  const unswag_op op = unswag_op_make(UNSWAG_RELU, 1);
+  const unswag_cpu_options one = {UNSWAG_PATH_VECTOR, 1}, all = {UNSWAG_PATH_THREADED, 0};
+  const unsigned saved = _mm_getcsr();
+  _mm_setcsr(saved | 0x8040u); /* FTZ | DAZ */
+  unswag_status s1 = unswag_forward_advanced(&op, UNSWAG_F32, x, y1, c1, n, &one);
+  unswag_status st = unswag_forward_advanced(&op, UNSWAG_F32, x, yt, ct, n, &all);
+  _mm_setcsr(saved);
+  CHECK(s1 == UNSWAG_OK && st == UNSWAG_OK, "relu under DAZ: status %d %d", s1, st);
+  CHECK(y1[0] == 0.0f && c1[0] == 0, "one thread under DAZ: subnormal inputs read as 0");
+  CHECK(memcmp(y1, yt, n * 4) == 0 && memcmp(c1, ct, n / 8) == 0,
+        "threaded relu under the caller's DAZ differs from one thread (helper threads in their "
+        "own floating-point environment)");
+  if (unswag_cpu_thread_count(UNSWAG_PATH_THREADED, 0, n) < 2)
+    printf("test_parallel: one core, the floating-point environment check ran on one thread\n");
+  free(x), free(y1), free(yt), free(c1), free(ct);
+#endif
+}
+
 int main(void) {
   check_cover();
+  check_caller_fp_env();
 
   uint16_t *x = malloc(N_ELEMS * 2), *y_ref = malloc(N_ELEMS * 2);
   uint8_t *c_ref = malloc(N_ELEMS / 4);
