@@ -177,6 +177,26 @@ def test_codes_all_16bit_inputs_match_c(act, bits, kw, dtype, impl):
         assert same_bits_up_to_flush(np.asarray(dx), dx_c)
 
 
+@need_ffi
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("act,bits", [("relu", 1), ("silu", 4), ("gelu", 2)])
+def test_large_arrays_match_c(act, bits, dtype):
+    """2^19 elements, past the library's threading threshold (2^18): the handler's call
+    runs on several threads (on the CPU backend), whose floating-point environment must be
+    IEEE like the caller's (XLA flushes subnormals on its own threads).  Every 16-bit
+    pattern 8 times over (subnormals, NaN, infinities) for bf16, and their fp32 values."""
+    x = np.tile(all_16bit("bfloat16"), 8)
+    if dtype == "float32":
+        x = x.astype(np.float32)
+    y_c, codes_c = c_forward(x, act, bits)
+    y, codes = jax.jit(lambda t: uj.forward(t, act, bits, impl="ffi"))(j(x, dtype))
+    np.testing.assert_array_equal(np.asarray(codes), codes_c)
+    assert same_bits_or_both_nan(np.asarray(y), y_c)
+    dy = np.random.default_rng(4).standard_normal(x.size).astype(NP_DTYPES[dtype])
+    dx = jax.jit(lambda g, c: uj.backward(g, c, act, bits, impl="ffi"))(j(dy, dtype), codes)
+    assert same_bits_or_both_nan(np.asarray(dx), c_backward(dy, codes_c, act, bits))
+
+
 @need_lib
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("act,bits,kw", CONFIGS, ids=CONFIG_IDS)
@@ -189,7 +209,7 @@ def test_codes_fp32_match_c(act, bits, kw, impl):
         assert same_bits_or_both_nan(np.asarray(y), y_c)
     elif act in uj._ops.EXACT:
         assert same_bits_up_to_flush(y, y_c)
-    else:  # C computes fp32 in double; jax in float32
+    else:  # C computes fp32 in float-float; jax in float32
         assert_pure_value_close(y, y_c, ulps=256)  # XLA float32 erfc/logistic tails: ~1e-5
     dy = np.random.default_rng(2).standard_normal(x.size).astype(np.float32)
     dx = uj.backward(j(dy, "float32"), jnp.asarray(codes_c), act, bits, impl=impl,
