@@ -528,9 +528,9 @@ static XLA_FFI_Error *handle(XLA_FFI_CallFrame *f, const char *fn, fwd_call fwd,
  * handler used to run one thread, because the library's OpenMP workers once
  * spun against XLA's threads (10x slower calls on a 2-core machine); with the
  * library's own sleeping pool (and OpenMP only as the process's team) that is
- * gone: on a 2-core VM, 2^24 elements, fwd + bwd under one jit, threads cut
- * relu bf16 from 45 to 26 ms and silu/4 bf16 from 55 to 30 ms (jax.nn: 23 and
- * 43 ms), and no MLP step got slower (2026-11-30, bench_jax on the CPU). */
+ * gone: on a 2-core VM, 2^24 elements, fwd + bwd under one jit, threads took
+ * relu bf16 from 0.58x to 0.96x of jax.nn and silu/4 bf16 from 0.88x to 1.35x,
+ * and no MLP step got slower (bench/results/cpu-jax-2core-2026-11-30.txt). */
 static const unswag_cpu_options cpu_opts = {UNSWAG_PATH_AUTO, 0};
 
 static unswag_status cpu_forward(const unswag_op *op, unswag_dtype dt, const void *x, void *y,
