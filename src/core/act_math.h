@@ -88,6 +88,14 @@ UNSWAG_HD uint16_t us_f32_to_f16(float f) {
 
 /* ---- float exp for the 16-bit paths --------------------------------------- */
 
+/* 2^n (-252 <= n <= 254) as two normal floats s1 * s2: scaling by s1, then by
+ * s2, rounds once even where the result is subnormal. */
+UNSWAG_HD void us_pow2_halves(int32_t n, float *s1, float *s2) {
+  const int32_t n1 = n / 2, n2 = n - n1;
+  *s1 = us_bits_to_f32((uint32_t)(n1 + 127) << 23);
+  *s2 = us_bits_to_f32((uint32_t)(n2 + 127) << 23);
+}
+
 /* exp(a) for a <= 1 (clamped below at -110, where float has underflowed).
  * Cody-Waite reduction by ln2, degree-7 Taylor polynomial on |r| <= ln2/2,
  * scaling by 2^n in two steps so subnormal results round once. */
@@ -106,11 +114,8 @@ UNSWAG_HD float us_exp_small(float a) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  int32_t ni = (int32_t)n; /* in [-159, 2] */
-  int32_t n1 = ni / 2;
-  int32_t n2 = ni - n1;
-  float s1 = us_bits_to_f32((uint32_t)(n1 + 127) << 23);
-  float s2 = us_bits_to_f32((uint32_t)(n2 + 127) << 23);
+  float s1, s2;
+  us_pow2_halves((int32_t)n, &s1, &s2); /* n in [-159, 2] */
   return (p * s1) * s2;
 }
 

@@ -92,10 +92,8 @@ UNSWAG_HD float us_x_sigmoid_ff(float x, float v_hi, float v_lo) {
   int32_t n;
   /* e = exp(-|v|) = 2^n (eh + el) */
   us_exp_ff(neg ? v_hi : -v_hi, neg ? v_lo : -v_lo, &eh, &el, &n);
-  /* 2^n in two factors, each a normal float (n >= -159) */
-  const int32_t n1 = n / 2, n2 = n - n1;
-  const float s1 = us_bits_to_f32((uint32_t)(n1 + 127) << 23);
-  const float s2 = us_bits_to_f32((uint32_t)(n2 + 127) << 23);
+  float s1, s2; /* 2^n (n >= -159) */
+  us_pow2_halves(n, &s1, &s2);
   /* d = 1 + e: exact for the parts that matter (e <= 1) */
   const float e_hi = (eh * s1) * s2, e_lo = (el * s1) * s2;
   float d_hi, d_lo;
@@ -113,12 +111,13 @@ UNSWAG_HD float us_x_sigmoid_ff(float x, float v_hi, float v_lo) {
   return neg ? (z * s1) * s2 : z;
 }
 
-/* The ends of both activations: |x| < 2^-26 gives x/2 (the next term is
- * below 2^-25 of it), x > 64 gives x, x below `lo` underflows to -0 (NaN at
- * -inf, as x / (1 + exp(inf)) in the reference), NaN stays NaN. */
-UNSWAG_HD float us_sigmoid_ends_ff(float x, float lo, float mid_value) {
+/* The ends of the three activations, around mid_value (the general path's
+ * result): |x| < 2^-26 gives x/2 (the next term is below 2^-25 of it), x > hi
+ * gives x, x below lo underflows to -0 (NaN at -inf, as x / (1 + exp(inf))
+ * and x Phi(-inf) in the reference), NaN stays NaN. */
+UNSWAG_HD float us_ends_ff(float x, float lo, float hi, float mid_value) {
   float r = fabsf(x) < 1.4901161e-08f ? 0.5f * x : mid_value;
-  r = x > 64.0f ? x : r;
+  r = x > hi ? x : r;
   r = x < lo ? (x == -INFINITY ? x * 0.0f : -0.0f) : r;
   return x != x ? x : r;
 }
@@ -126,7 +125,7 @@ UNSWAG_HD float us_sigmoid_ends_ff(float x, float lo, float mid_value) {
 /* silu(x) = x / (1 + exp(-x)) for the fp32 dtype.  Nonzero down to x ~ -104. */
 UNSWAG_HD float us_silu_ff(float x) {
   const float xm = (x >= -110.0f && x <= 64.0f) ? x : 1.0f;
-  return us_sigmoid_ends_ff(x, -110.0f, us_x_sigmoid_ff(xm, xm, 0.0f));
+  return us_ends_ff(x, -110.0f, 64.0f, us_x_sigmoid_ff(xm, xm, 0.0f));
 }
 
 /* gelu_tanh(x) = x sigmoid(v), v = 2 sqrt(2/pi) (x + 0.044715 x^3), for the
@@ -142,7 +141,7 @@ UNSWAG_HD float us_gelu_tanh_ff(float x) {
   w_lo += t_lo;
   const float k_hi = 1.59576917f, k_lo = -4.53406805e-08f; /* 2 sqrt(2/pi) */
   const float v = k_hi * w, v_lo = fmaf(k_hi, w, -v) + (k_hi * w_lo + k_lo * w);
-  return us_sigmoid_ends_ff(x, -64.0f, us_x_sigmoid_ff(xm, v, v_lo));
+  return us_ends_ff(x, -64.0f, 64.0f, us_x_sigmoid_ff(xm, v, v_lo));
 }
 
 /* gelu(x) = x Phi(x) for the fp32 dtype, Phi(-z) = Q(z) = exp(-z^2/2) R(z),
@@ -174,9 +173,8 @@ UNSWAG_HD float us_gelu_ff(float x) {
   float eh, el;
   int32_t n;
   us_exp_ff(-0.5f * z2, -0.5f * fmaf(z, z, -z2), &eh, &el, &n);
-  const int32_t n1 = n / 2, n2 = n - n1;
-  const float s1 = us_bits_to_f32((uint32_t)(n1 + 127) << 23);
-  const float s2 = us_bits_to_f32((uint32_t)(n2 + 127) << 23);
+  float s1, s2;
+  us_pow2_halves(n, &s1, &s2);
   /* x Q / 2^n = x (eh + el)(r + r_lo) as a float pair */
   const float q = eh * r, q_lo = fmaf(eh, r, -q) + (eh * r_lo + el * r);
   const float p = x * q, p_lo = fmaf(x, q, -p) + x * q_lo;
@@ -187,12 +185,7 @@ UNSWAG_HD float us_gelu_ff(float x) {
   float d, d_lo;
   US_TWO_SUM(x, -ps, d, d_lo);
   const float pos_y = d + (d_lo - ps_lo);
-  float y = x < 0.0f ? neg_y : pos_y;
-  /* |x| < 2^-26: x/2 (the next term is below 2^-25 of it); |x| >= 16: x or -0 */
-  y = ux < 0x32800000u ? 0.5f * x : y; /* |x| < 2^-26 */
-  y = x >= 16.0f ? x : y;
-  y = x <= -16.0f ? (x == -INFINITY ? x * 0.0f : -0.0f) : y;
-  return x != x ? x : y;
+  return us_ends_ff(x, -16.0f, 16.0f, x < 0.0f ? neg_y : pos_y);
 }
 
 #endif /* UNSWAG_ACT_MATH_F32_H */
